@@ -1,0 +1,5 @@
+"""The training engine: objectives, optimizer, schedule, the graph-captured step and the loop."""
+
+from ckd_lib.engine.trainer import GroupTrainer, train
+
+__all__ = ["GroupTrainer", "train"]

@@ -1,0 +1,95 @@
+"""Resolution of the speed options ("auto" → a concrete choice) and the CUDA-graph step wrapper.
+
+Defaults come from measurement (benchmarks/RESULTS.md): on CUDA the whole training step —
+teacher forward, every student's forward, loss, backward and optimizer update — is captured once
+as a CUDA graph and replayed, because at the recipes' batch of 64 the step is bound by kernel
+launches, not arithmetic. On the CPU nothing is captured and everything stays in float32, which
+is also the bit-for-bit deterministic path the resume tests rely on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+
+from ckd_lib.config import ConfigError, RunConfig
+
+
+def resolve_device(config: RunConfig) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={config.device!r} but CUDA is not available here; use 'cpu' "
+                          "or 'auto'")
+    return device
+
+
+def resolve_speed(config: RunConfig, device: torch.device) -> dict:
+    """The concrete speed options of a run, as written to its record."""
+    cuda = device.type == "cuda"
+    for name in ("cuda_graphs", "channels_last"):
+        if getattr(config, name) is True and not cuda:
+            raise ConfigError(f"{name}=True needs a CUDA device; this run is on {device}")
+    if config.amp == "bf16" and not cuda:
+        raise ConfigError("amp='bf16' is offered on CUDA only; use amp='none' on the CPU")
+    return {
+        "device": str(device),
+        "loader": "gpu" if config.loader == "auto" else config.loader,
+        "amp": ("bf16" if cuda else "none") if config.amp == "auto" else config.amp,
+        "channels_last": cuda if config.channels_last == "auto" else bool(config.channels_last),
+        "cuda_graphs": cuda if config.cuda_graphs == "auto" else bool(config.cuda_graphs),
+    }
+
+
+def autocast_context(device: torch.device, amp: str):
+    """bf16 autocast on CUDA (weight-cast cache off: a captured graph must not reuse stale casts)."""
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+    return contextlib.nullcontext()
+
+
+class GraphedStep:
+    """Replays a training step captured as one CUDA graph; other batch shapes run eagerly.
+
+    The first `warmup` calls run eagerly on a side stream (real training steps: they also let
+    cuDNN and the allocator settle, and make every .grad exist so the graph accumulates into fixed
+    storage). The next call captures the step on its static input buffers and replays it. A batch
+    of another shape (the last, partial batch of an epoch) runs eagerly on the same parameters,
+    gradients and accumulators, so the graph and eager steps compute the same recipe.
+    """
+
+    def __init__(self, step: Callable[[torch.Tensor, torch.Tensor], None], warmup: int = 3):
+        self.step = step
+        self.warmup = warmup
+        self.calls = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static_x: torch.Tensor | None = None
+        self.static_y: torch.Tensor | None = None
+
+    def _eager_side_stream(self, x, y):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self.step(x, y)
+        torch.cuda.current_stream().wait_stream(side)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.graph is None:
+            if self.calls < self.warmup:
+                self.calls += 1
+                self._eager_side_stream(x, y)
+                return
+            self.static_x, self.static_y = x.clone(), y.clone()
+            torch.cuda.synchronize()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.step(self.static_x, self.static_y)
+        if x.shape != self.static_x.shape:
+            self.step(x, y)
+            return
+        self.static_x.copy_(x)
+        self.static_y.copy_(y)
+        self.graph.replay()

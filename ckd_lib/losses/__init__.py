@@ -1,0 +1,26 @@
+"""Distillation losses: CKD (the study's method) and the KD, DKD and ReviewKD baselines.
+
+Plain functions on logits, student first and teacher second (docs/CONTRACTS.md). Every loss
+computes in at least float32 even under bf16 autocast, validates shapes with a clear
+ValueError, and avoids host syncs and value-dependent branches (CUDA-graph friendly).
+"""
+
+from .ckd import CKD_NEGATIVES, ckd_loss, ckd_similarity
+from .dkd import dkd_components, dkd_loss
+from .kd import kd_loss
+from .reviewkd import ABF, ReviewKD, hcl_loss, reviewkd_features
+from .temperature import LearnableTemperature
+
+__all__ = [
+    "ABF",
+    "CKD_NEGATIVES",
+    "LearnableTemperature",
+    "ReviewKD",
+    "ckd_loss",
+    "ckd_similarity",
+    "dkd_components",
+    "dkd_loss",
+    "hcl_loss",
+    "kd_loss",
+    "reviewkd_features",
+]

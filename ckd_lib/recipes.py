@@ -1,0 +1,137 @@
+"""The published training recipes, read from the project's copy of ``recipes.csv``.
+
+Every number a run uses by default comes from this table, and each row names its source, so a
+reader can check a recipe against the paper's code without opening this module.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+
+RECIPES_FILE = "recipes.csv"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One row of recipes.csv, parsed: the schedule string becomes a kind plus milestones."""
+
+    dataset: str
+    teacher: str | None
+    student: str
+    method: str
+    epochs: int | None
+    schedule: str  # "cosine" or "step"
+    milestones: tuple[int, ...]
+    lr_decay: float
+    lr: float
+    batch_size: int
+    weight_decay: float
+    loss_params: dict = field(default_factory=dict)
+    source: str = ""
+    schedule_text: str = ""
+
+
+_STEP = re.compile(r"^step_x(?P<decay>[0-9.]+)_at_(?P<ms>[0-9_]+)$")
+
+
+def parse_schedule(text: str) -> tuple[str, tuple[int, ...], float]:
+    """Turn the CSV's schedule text into (kind, milestones, decay).
+
+    ``cosine_to_0_per_epoch`` is cosine annealing to zero stepped once per epoch (the CKD code);
+    ``step_x0.1_at_150_180_210`` multiplies the lr by 0.1 at each listed epoch (mdistiller).
+    Iteration-based detection schedules keep their text and kind ``"iterations"``.
+    """
+    if text == "cosine_to_0_per_epoch":
+        return "cosine", (), 0.0
+    match = _STEP.match(text)
+    if match:
+        milestones = tuple(int(m) for m in match.group("ms").split("_") if m)
+        return "step", milestones, float(match.group("decay"))
+    if "iters" in text:
+        return "iterations", (), 0.1
+    raise ValueError(f"unknown schedule {text!r} in {RECIPES_FILE}")
+
+
+def _parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_loss_params(text: str) -> dict:
+    """``"ce_weight=1.0;cl_weight=10"`` -> ``{"ce_weight": 1.0, "cl_weight": 10}``."""
+    params = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        key, _, value = item.partition("=")
+        params[key.strip()] = _parse_value(value.strip())
+    return params
+
+
+@cache
+def all_recipes() -> tuple[Recipe, ...]:
+    """Every recipe of the project's recipes.csv, in file order."""
+    text = resources.files("ckd_lib.resources").joinpath(RECIPES_FILE).read_text()
+    rows = []
+    for row in csv.DictReader(text.splitlines()):
+        kind, milestones, decay = parse_schedule(row["schedule"])
+        method = row["method"]
+        teacher = row["teacher"] or None
+        if method == "teacher":  # teacher rows are the CE recipe of the teacher itself
+            teacher = None
+        rows.append(
+            Recipe(
+                dataset=row["dataset"],
+                teacher=teacher,
+                student=row["student"],
+                method="teacher" if method == "teacher" else method,
+                epochs=int(row["epochs"]) if row["epochs"] else None,
+                schedule=kind,
+                milestones=milestones,
+                lr_decay=decay,
+                lr=float(row["lr"]),
+                batch_size=int(row["batch"]),
+                weight_decay=float(row["weight_decay"]),
+                loss_params=parse_loss_params(row["loss_params"]),
+                source=row["source"],
+                schedule_text=row["schedule"],
+            )
+        )
+    return tuple(rows)
+
+
+def get_recipe(dataset: str, teacher: str | None, student: str, method: str) -> Recipe:
+    """The published recipe of one table cell.
+
+    Teacher training is ``get_recipe(dataset, None, "resnet56", "teacher")`` (or method ``"CE"``
+    with no teacher). An unknown cell raises a ValueError that lists what the table does hold.
+    """
+    recipes = all_recipes()
+    if method in ("teacher", "CE") and teacher is None:
+        hits = [r for r in recipes if r.dataset == dataset and r.method == "teacher"
+                and r.student == student]
+    else:
+        hits = [r for r in recipes if r.dataset == dataset and r.teacher == teacher
+                and r.student == student and r.method == method]
+    if hits:
+        return hits[0]
+    datasets = sorted({r.dataset for r in recipes})
+    if dataset not in datasets:
+        raise ValueError(f"no recipes for dataset {dataset!r}; datasets with recipes: {datasets}")
+    cells = sorted({f"{r.teacher}->{r.student}:{r.method}" for r in recipes if r.dataset == dataset})
+    raise ValueError(
+        f"no recipe for {dataset} {teacher}->{student} method {method!r}; "
+        f"cells with recipes on {dataset}: {cells}"
+    )
+
+
+def pairs(dataset: str = "cifar100", method: str = "CKD") -> list[tuple[str, str]]:
+    """The (teacher, student) pairs that have a recipe for ``method``, in table order."""
+    return [(r.teacher, r.student) for r in all_recipes()
+            if r.dataset == dataset and r.method == method]
