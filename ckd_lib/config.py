@@ -184,7 +184,8 @@ class RunConfig:
 
         def check_choice(name, value, accepted):
             if value not in accepted:
-                raise ConfigError(f"{name}={value!r} is not accepted; choose one of {list(accepted)}")
+                raise ConfigError(
+                    f"{name}={value!r} is not accepted; choose one of {list(accepted)}")
 
         check_choice("method", self.method, METHODS)
         check_choice("dataset", self.dataset_base, DATASETS)
@@ -225,7 +226,8 @@ class RunConfig:
     def _validate_teacher(self, cifar_models: list[str]) -> None:
         if self.method == "CE":
             if self.teacher is not None:
-                raise ConfigError(f"method CE trains without a teacher; got teacher={self.teacher!r}")
+                raise ConfigError(
+                    f"method CE trains without a teacher; got teacher={self.teacher!r}")
             return
         if self.teacher is None:
             raise ConfigError(f"method {self.method} needs a teacher; choose one of {cifar_models}")

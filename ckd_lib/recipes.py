@@ -124,7 +124,8 @@ def get_recipe(dataset: str, teacher: str | None, student: str, method: str) -> 
     datasets = sorted({r.dataset for r in recipes})
     if dataset not in datasets:
         raise ValueError(f"no recipes for dataset {dataset!r}; datasets with recipes: {datasets}")
-    cells = sorted({f"{r.teacher}->{r.student}:{r.method}" for r in recipes if r.dataset == dataset})
+    cells = sorted({f"{r.teacher}->{r.student}:{r.method}" for r in recipes
+                    if r.dataset == dataset})
     raise ValueError(
         f"no recipe for {dataset} {teacher}->{student} method {method!r}; "
         f"cells with recipes on {dataset}: {cells}"

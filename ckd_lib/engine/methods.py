@@ -112,8 +112,7 @@ class ContrastiveKDWithReview(ContrastiveKD):
     def forward(self, logits_student, logits_teacher, target, factor, feats_student=None,
                 feats_teacher=None):
         fused = self.review(losses.reviewkd_features(feats_student))
-        review = losses.hcl_loss(fused, feats_teacher["feats"][1:] + [
-            feats_teacher["pooled_feat"][:, :, None, None]])
+        review = losses.hcl_loss(fused, losses.reviewkd_features(feats_teacher, preact=True))
         return {"ce": self.ce(logits_student, target),
                 "ckd": factor * self.ckd(logits_student, logits_teacher),
                 "reviewkd": factor * self.params["reviewkd_weight"] * review}

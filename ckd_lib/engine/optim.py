@@ -57,7 +57,8 @@ class TensorLrSGD:
     def load_state_dict(self, state: dict) -> None:
         saved = state["momentum_buffers"]
         if len(saved) != len(self.groups):
-            raise ValueError(f"optimizer state has {len(saved)} groups, expected {len(self.groups)}")
+            raise ValueError(
+                f"optimizer state has {len(saved)} groups, expected {len(self.groups)}")
         for (_, bufs, _), saved_bufs in zip(self.groups, saved, strict=True):
             for buf, value in zip(bufs, saved_bufs, strict=True):
                 buf.copy_(value)

@@ -178,7 +178,13 @@ class GroupTrainer:
 
     # -- one step ---------------------------------------------------------------------------
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Teacher forward once; each student: forward, terms, backward, update, accumulate."""
+        """Teacher forward once; then each student's forward, backward and update.
+
+        On CUDA with several students, each student works on a stream of its own that forks
+        from the teacher's and joins before the step ends: at the recipes' small batches one
+        student's kernels leave most of the GPU idle, and a captured graph keeps the streams as
+        parallel branches, so the students run side by side.
+        """
         amp = self.speed["amp"]
         feats_needed = any(s.objective.needs_features for s in self.students)
         logits_t = feats_t = None
@@ -188,22 +194,35 @@ class GroupTrainer:
                     logits_t, feats_t = self.teacher.forward_features(x)
                 else:
                     logits_t = self.teacher(x)
-        for s in self.students:
-            s.optimizer.zero_grad()
-            with autocast_context(self.device, amp):
-                if s.objective.needs_features:
-                    logits_s, feats_s = s.model.forward_features(x)
-                else:
-                    logits_s, feats_s = s.model(x), None
-                terms = s.objective(logits_s, logits_t, y, s.factor, feats_s, feats_t)
-            loss = sum(terms.values())
-            loss.backward()
-            s.optimizer.step()
-            with torch.no_grad():
-                for name, value in terms.items():
-                    s.sums[name] += value.detach().float() * y.shape[0]
-                s.sums["correct"] += (logits_s.detach().argmax(1) == y).sum()
-                s.sums["count"] += y.shape[0]
+        if not self.streams:
+            for s in self.students:
+                self._student_step(s, x, y, logits_t, feats_t)
+            return
+        main = torch.cuda.current_stream(self.device)
+        for s, stream in zip(self.students, self.streams, strict=True):
+            stream.wait_stream(main)
+            with torch.cuda.stream(stream):
+                self._student_step(s, x, y, logits_t, feats_t)
+        for stream in self.streams:
+            main.wait_stream(stream)
+
+    def _student_step(self, s: StudentRun, x, y, logits_t, feats_t) -> None:
+        """Forward, loss terms, backward, update, and the on-device running sums of one student."""
+        s.optimizer.zero_grad()
+        with autocast_context(self.device, self.speed["amp"]):
+            if s.objective.needs_features:
+                logits_s, feats_s = s.model.forward_features(x)
+            else:
+                logits_s, feats_s = s.model(x), None
+            terms = s.objective(logits_s, logits_t, y, s.factor, feats_s, feats_t)
+        loss = sum(terms.values())
+        loss.backward()
+        s.optimizer.step()
+        with torch.no_grad():
+            for name, value in terms.items():
+                s.sums[name] += value.detach().float() * y.shape[0]
+            s.sums["correct"] += (logits_s.detach().argmax(1) == y).sum()
+            s.sums["count"] += y.shape[0]
 
     # -- checkpoints ------------------------------------------------------------------------
     @property
@@ -285,6 +304,8 @@ class GroupTrainer:
         self._load_data()
         self._load_teacher()
         self.students = [self._build_student(c) for c in self.configs]
+        parallel = self.device.type == "cuda" and len(self.students) > 1
+        self.streams = [torch.cuda.Stream(self.device) for _ in self.students] if parallel else []
         self.elapsed = 0.0
         start_epoch = self._restore_checkpoint()
         elapsed_before = self.elapsed

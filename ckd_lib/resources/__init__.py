@@ -1,1 +1,1 @@
-"""Data files shipped with ckd_lib: the recipes and the published numbers, each row with its source."""
+"""Data shipped with ckd_lib: the recipes and the published numbers, each with its source."""
