@@ -32,3 +32,34 @@ __all__ = [
     "stratified_indices",
     "take_subset",
 ]
+
+from .dali import DaliImageNetLoader, dali_available  # noqa: E402
+from .imagefolder import (  # noqa: E402
+    IMAGEFOLDER_DATASETS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FolderImageDataset,
+    imagenet_transform,
+    load_imagefolder_dataset,
+)
+from .imagenet_loader import (  # noqa: E402
+    IMAGENET_LOADER_KINDS,
+    ImageNetLoader,
+    ShardedEpochSampler,
+    make_imagenet_loader,
+)
+
+__all__ += [
+    "IMAGEFOLDER_DATASETS",
+    "IMAGENET_LOADER_KINDS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DaliImageNetLoader",
+    "FolderImageDataset",
+    "ImageNetLoader",
+    "ShardedEpochSampler",
+    "dali_available",
+    "imagenet_transform",
+    "load_imagefolder_dataset",
+    "make_imagenet_loader",
+]

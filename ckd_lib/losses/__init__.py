@@ -24,3 +24,17 @@ __all__ = [
     "kd_loss",
     "reviewkd_features",
 ]
+
+from .distributed import (  # noqa: E402
+    CKD_NEGATIVES_SCOPES,
+    all_gather_with_grad,
+    ckd_loss_distributed,
+    distributed_world,
+)
+
+__all__ += [
+    "CKD_NEGATIVES_SCOPES",
+    "all_gather_with_grad",
+    "ckd_loss_distributed",
+    "distributed_world",
+]
