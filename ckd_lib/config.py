@@ -17,12 +17,15 @@ from typing import Any
 import yaml
 
 METHODS = ("CE", "KD", "DKD", "CKD", "CKD+ReviewKD", "KD+CKD")
-DATASETS = ("cifar100", "cifar10", "fashion_mnist", "synthetic")
+DATASETS = ("cifar100", "cifar10", "fashion_mnist", "synthetic", "imagenet", "places365")
+# Full-resolution datasets read from image folders; they use the ImageNet model zoo.
+FOLDER_DATASETS = ("imagenet", "places365")
 SCHEDULES = ("step", "cosine")
-LOADERS = ("auto", "gpu", "torch")
+LOADERS = ("auto", "gpu", "torch", "dali")
 AMP_MODES = ("auto", "bf16", "none")
 SWITCHES = ("auto", True, False)
 CKD_NEGATIVES = ("teacher", "student")
+NEGATIVES_SCOPES = ("local", "global")
 
 # Loss parameters each method accepts, with their defaults. The defaults are the mdistiller/CKD
 # values for CIFAR-100; recipes override them cell by cell (see ckd_lib.recipes).
@@ -34,6 +37,9 @@ _CKD_DEFAULTS = {
     "positive_only": False,
     "chunk_size": None,
     "learnable_temperature": False,
+    # Under DDP: contrast within each GPU's slice ("local", the authors' DataParallel behaviour)
+    # or against the whole global batch ("global", all-gather). No effect in one process.
+    "negatives_scope": "local",
 }
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "CE": {"ce_weight": 1.0},
@@ -61,8 +67,8 @@ class RunConfig:
     method: str = "CKD"
     dataset: str = "cifar100"
     teacher: str | None = None
-    # Path to an mdistiller-style checkpoint, or "untrained" for a randomly initialised teacher
-    # (benchmarks and tests only: the record says so).
+    # Path to an mdistiller-style checkpoint; "torchvision" for torchvision's pretrained ImageNet
+    # weights; or "untrained" for a randomly initialised teacher (benchmarks and tests only).
     teacher_checkpoint: str | None = None
     loss: dict = field(default_factory=dict)
     # Recipe
@@ -159,6 +165,11 @@ class RunConfig:
         return self.dataset.split(":", 1)[0]
 
     @property
+    def model_zoo(self) -> str:
+        """"imagenet" for the full-resolution datasets, "cifar" for the 32x32 ones."""
+        return "imagenet" if self.dataset_base in FOLDER_DATASETS else "cifar"
+
+    @property
     def effective_init_seed(self) -> int:
         return self.seed if self.init_seed is None else self.init_seed
 
@@ -194,8 +205,8 @@ class RunConfig:
         check_choice("amp", self.amp, AMP_MODES)
         check_choice("channels_last", self.channels_last, SWITCHES)
         check_choice("cuda_graphs", self.cuda_graphs, SWITCHES)
-        cifar_models = list_models("cifar")
-        check_choice("student", self.student, cifar_models)
+        zoo_models = list_models(self.model_zoo)
+        check_choice("student", self.student, zoo_models)
         for name in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -219,26 +230,38 @@ class RunConfig:
                 raise ConfigError(f"{name}={value!r} must be a positive integer or None")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device={self.device!r}; accepted: 'auto', 'cpu', 'cuda', 'cuda:N'")
-        self._validate_teacher(cifar_models)
+        if self.loader == "gpu" and self.model_zoo == "imagenet":
+            raise ConfigError(f"loader='gpu' holds 32x32 datasets only; {self.dataset} accepts "
+                              "'auto', 'torch' or 'dali'")
+        if self.loader == "dali" and self.model_zoo != "imagenet":
+            raise ConfigError(f"loader='dali' decodes JPEG folders (imagenet, places365); "
+                              f"{self.dataset} accepts 'auto', 'gpu' or 'torch'")
+        self._validate_teacher(zoo_models)
         self._validate_loss()
         return self
 
-    def _validate_teacher(self, cifar_models: list[str]) -> None:
+    def _validate_teacher(self, zoo_models: list[str]) -> None:
         if self.method == "CE":
             if self.teacher is not None:
                 raise ConfigError(
                     f"method CE trains without a teacher; got teacher={self.teacher!r}")
             return
         if self.teacher is None:
-            raise ConfigError(f"method {self.method} needs a teacher; choose one of {cifar_models}")
-        if self.teacher not in cifar_models:
+            raise ConfigError(f"method {self.method} needs a teacher; choose one of {zoo_models}")
+        if self.teacher not in zoo_models:
             raise ConfigError(f"teacher={self.teacher!r} is not accepted; choose one of "
-                              f"{cifar_models}")
+                              f"{zoo_models}")
         if self.teacher_checkpoint is None:
             raise ConfigError(
                 f"teacher {self.teacher} has no checkpoint: set teacher_checkpoint to a trained "
                 "checkpoint (e.g. <name>_vanilla/ckpt_epoch_240.pth, or a teacher run's "
-                "model_last.pth); 'untrained' is accepted for benchmarks only")
+                "model_last.pth), or 'torchvision' for torchvision's pretrained ImageNet weights; "
+                "'untrained' is accepted for benchmarks only")
+        if self.teacher_checkpoint == "torchvision":
+            if self.model_zoo != "imagenet":
+                raise ConfigError("teacher_checkpoint='torchvision' (pretrained ImageNet weights) "
+                                  f"applies to imagenet/places365, not {self.dataset}")
+            return
         if self.teacher_checkpoint != "untrained" and not Path(self.teacher_checkpoint).is_file():
             raise ConfigError(f"teacher_checkpoint={self.teacher_checkpoint!r}: no such file")
 
@@ -257,6 +280,9 @@ class RunConfig:
         for key in ("temperature", "kd_temperature"):
             if key in params and not params[key] > 0:
                 raise ConfigError(f"loss.{key}={params[key]!r} must be positive")
+        if "negatives_scope" in params and params["negatives_scope"] not in NEGATIVES_SCOPES:
+            raise ConfigError(f"loss.negatives_scope={params['negatives_scope']!r} is not "
+                              f"accepted; choose one of {list(NEGATIVES_SCOPES)}")
         if "negatives" in params and params["negatives"] not in CKD_NEGATIVES:
             raise ConfigError(f"loss.negatives={params['negatives']!r} is not accepted; choose one "
                               f"of {list(CKD_NEGATIVES)}")

@@ -9,8 +9,11 @@ from ckd_lib.engine.speed import autocast_context
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, amp: str = "none") -> dict:
-    """Accuracy in percent over the whole loader; one host sync at the end, not per batch."""
+def evaluate(model: torch.nn.Module, loader, amp: str = "none", reduce=None) -> dict:
+    """Accuracy in percent over the whole loader; one host sync at the end, not per batch.
+
+    `reduce`, when given, sums the counts over DDP ranks that each evaluated a shard.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -32,7 +35,12 @@ def evaluate(model: torch.nn.Module, loader, amp: str = "none") -> dict:
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         count += y.shape[0]
     model.train(was_training)
+    totals = torch.stack([correct1.double(), correct5.double(), loss_sum.double(),
+                          torch.tensor(float(count), device=device, dtype=torch.float64)])
+    if reduce is not None:
+        reduce(totals)
+    correct1, correct5, loss_sum, count = totals.tolist()
     if count == 0:
         raise ValueError("evaluation loader yielded no samples")
-    return {"top1": 100.0 * correct1.item() / count, "top5": 100.0 * correct5.item() / count,
-            "loss": loss_sum.item() / count, "count": count}
+    return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count,
+            "loss": loss_sum / count, "count": int(count)}

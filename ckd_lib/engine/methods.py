@@ -28,7 +28,10 @@ class Objective(nn.Module):
         self.params = params
 
     def ce(self, logits_student, target):
-        return self.params["ce_weight"] * F.cross_entropy(logits_student.float(), target)
+        """Cross-entropy in at least float32 (bf16 logits are upcast, float64 kept)."""
+        if logits_student.dtype in (torch.float16, torch.bfloat16):
+            logits_student = logits_student.float()
+        return self.params["ce_weight"] * F.cross_entropy(logits_student, target)
 
     def forward(self, logits_student, logits_teacher, target, factor, feats_student=None,
                 feats_teacher=None) -> dict[str, torch.Tensor]:
@@ -87,6 +90,11 @@ class ContrastiveKD(Objective):
 
     def ckd(self, logits_student, logits_teacher):
         p = self.params
+        if p["negatives_scope"] == "global":  # all-gather across DDP ranks (equal batches)
+            return p["cl_weight"] * losses.ckd_loss_distributed(
+                logits_student, logits_teacher, "global", temperature=self.tau(),
+                negatives=p["negatives"], symmetric=p["symmetric"],
+                positive_only=p["positive_only"], chunk_size=p["chunk_size"], check_shapes=False)
         return p["cl_weight"] * losses.ckd_loss(
             logits_student, logits_teacher, temperature=self.tau(), negatives=p["negatives"],
             symmetric=p["symmetric"], positive_only=p["positive_only"],
@@ -129,6 +137,27 @@ class KDPlusCKD(ContrastiveKD):
         kd = losses.kd_loss(logits_student, logits_teacher, p["kd_temperature"])
         return {"ce": self.ce(logits_student, target), "kd": p["kd_weight"] * kd,
                 "ckd": self.ckd(logits_student, logits_teacher)}
+
+
+class StudentStep(nn.Module):
+    """A student and its objective as one module: what DistributedDataParallel wraps.
+
+    Wrapping both keeps the objective's own parameters (ReviewKD connectors, a learnable τ) in
+    DDP's gradient averaging, so every rank applies the same update.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, x, target, logits_teacher, feats_teacher, factor):
+        if self.objective.needs_features:
+            logits, feats = self.model.forward_features(x)
+        else:
+            logits, feats = self.model(x), None
+        terms = self.objective(logits, logits_teacher, target, factor, feats, feats_teacher)
+        return logits, terms
 
 
 def build_objective(config: RunConfig, student: nn.Module, teacher: nn.Module | None) -> Objective:

@@ -17,19 +17,29 @@ import torch
 from ckd_lib.config import ConfigError, RunConfig
 
 
-def resolve_device(config: RunConfig) -> torch.device:
+def resolve_device(config: RunConfig, local_rank: int | None = None) -> torch.device:
+    """The run's device; under torchrun, CUDA device `local_rank` of this node."""
     if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(config.device)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(config.device)
+    if device.type == "cuda" and local_rank is not None:
+        device = torch.device("cuda", local_rank)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={config.device!r} but CUDA is not available here; use 'cpu' "
                           "or 'auto'")
     return device
 
 
-def resolve_speed(config: RunConfig, device: torch.device) -> dict:
-    """The concrete speed options of a run, as written to its record."""
+def resolve_speed(config: RunConfig, device: torch.device, world_size: int = 1) -> dict:
+    """The concrete speed options of a run, as written to its record.
+
+    Under DDP (world_size > 1) the step is not captured: its gradient all-reduce runs inside
+    DDP's hooks, and the full-resolution recipes that use DDP are bound by arithmetic anyway.
+    """
     cuda = device.type == "cuda"
+    if config.cuda_graphs is True and world_size > 1:
+        raise ConfigError("cuda_graphs=True is not offered under DDP; use 'auto' or False")
     for name in ("cuda_graphs", "channels_last"):
         if getattr(config, name) is True and not cuda:
             raise ConfigError(f"{name}=True needs a CUDA device; this run is on {device}")
@@ -40,10 +50,12 @@ def resolve_speed(config: RunConfig, device: torch.device) -> dict:
     return {
         "device": str(device),
         "cudnn_benchmark": cuda,
-        "loader": "gpu" if config.loader == "auto" else config.loader,
+        "loader": config.loader if config.loader != "auto" else (
+            "torch" if config.model_zoo == "imagenet" else "gpu"),
         "amp": ("bf16" if cuda else "none") if config.amp == "auto" else config.amp,
         "channels_last": cuda if config.channels_last == "auto" else bool(config.channels_last),
-        "cuda_graphs": cuda if config.cuda_graphs == "auto" else bool(config.cuda_graphs),
+        "cuda_graphs": (cuda and world_size == 1) if config.cuda_graphs == "auto"
+        else bool(config.cuda_graphs),
     }
 
 

@@ -21,12 +21,14 @@ from tqdm.auto import tqdm
 from ckd_lib import results
 from ckd_lib.config import ConfigError, RunConfig
 from ckd_lib.data import load_dataset, make_loader
+from ckd_lib.engine.distributed import init_distributed
 from ckd_lib.engine.evaluate import evaluate
-from ckd_lib.engine.methods import Objective, build_objective
+from ckd_lib.engine.methods import Objective, StudentStep, build_objective
 from ckd_lib.engine.optim import TensorLrSGD
 from ckd_lib.engine.schedule import learning_rate, warmup_factor
 from ckd_lib.engine.speed import GraphedStep, autocast_context, resolve_device, resolve_speed
-from ckd_lib.models import create_model, load_teacher
+from ckd_lib.engine.teachers import build_teacher
+from ckd_lib.models import create_model
 
 # Fields every student of one group must share: they define the data stream and the teacher.
 SHARED_FIELDS = ("dataset", "data_root", "teacher", "teacher_checkpoint", "epochs", "batch_size",
@@ -46,6 +48,7 @@ class StudentRun:
     optimizer: TensorLrSGD
     lr: torch.Tensor
     factor: torch.Tensor
+    forward: nn.Module  # StudentStep, wrapped in DistributedDataParallel under torchrun
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
 
@@ -100,20 +103,65 @@ class GroupTrainer:
     def __init__(self, configs: list[RunConfig]):
         self.configs = configs
         self.shared = configs[0]
-        self.device = resolve_device(self.shared)
-        self.speed = resolve_speed(self.shared, self.device)
-        self.log = print
+        self.dist = init_distributed(resolve_device(self.shared).type)
+        self.device = resolve_device(self.shared,
+                                     self.dist.local_rank if self.dist.enabled else None)
+        self.speed = resolve_speed(self.shared, self.device, self.dist.world_size)
+        if self.shared.batch_size % self.dist.world_size:
+            raise ConfigError(f"batch_size={self.shared.batch_size} (the global batch) must be "
+                              f"divisible by the world size {self.dist.world_size}")
+        self.per_device_batch = self.shared.batch_size // self.dist.world_size
+        self.log = print if self.dist.is_main else (lambda line: None)
 
     # -- set-up ---------------------------------------------------------------------------
     def _load_data(self) -> None:
+        if self.shared.model_zoo == "imagenet":
+            self._load_folder_data()
+        else:
+            self._load_small_data()
+        self.data_info = {
+            "name": self.shared.dataset, "train_size": len(self.train_set.labels),
+            "test_size": len(self.test_set.labels), "num_classes": self.train_set.num_classes,
+            "train_fingerprint": self.train_set.fingerprint(),
+            "test_fingerprint": self.test_set.fingerprint(),
+        }
+
+    def _load_folder_data(self) -> None:
+        """ImageNet/Places365: each rank loads its shard of every global batch from JPEGs."""
+        from ckd_lib.data import load_imagefolder_dataset, make_imagenet_loader
+
+        cfg, d = self.shared, self.dist
+        self.train_set = load_imagefolder_dataset(cfg.dataset_base, "train", cfg.data_root,
+                                                  subset=cfg.train_subset, seed=cfg.seed)
+        self.test_set = load_imagefolder_dataset(cfg.dataset_base, "val", cfg.data_root,
+                                                 subset=cfg.test_subset, seed=cfg.seed)
+        self._check_batch()
+        shard = {"rank": d.rank, "world_size": d.world_size}
+        if self.speed["loader"] == "torch":
+            shard["num_workers"] = cfg.num_workers
+        self.train_loader = make_imagenet_loader(self.speed["loader"], self.train_set,
+                                                 self.per_device_batch, train=True,
+                                                 seed=cfg.seed, **shard)
+        self.test_loader = make_imagenet_loader(
+            self.speed["loader"], self.test_set, max(1, cfg.eval_batch_size // d.world_size),
+            train=False, seed=cfg.seed, **shard)
+        self.test_reduce = d.all_reduce_sum if d.enabled else None
+        self.shard_batches = False
+
+    def _check_batch(self) -> None:
+        cfg = self.shared
+        if cfg.batch_size > len(self.train_set.labels):
+            raise ConfigError(f"batch_size={cfg.batch_size} is larger than the training set "
+                              f"({len(self.train_set.labels)} images)")
+
+    def _load_small_data(self) -> None:
+        """32x32 datasets: the global batch comes from one seeded stream, each rank its slice."""
         cfg = self.shared
         self.train_set = load_dataset(cfg.dataset, "train", data_root=cfg.data_root,
                                       subset=cfg.train_subset, seed=cfg.seed)
         self.test_set = load_dataset(cfg.dataset, "test", data_root=cfg.data_root,
                                      subset=cfg.test_subset, seed=cfg.seed)
-        if cfg.batch_size > len(self.train_set.labels):
-            raise ConfigError(f"batch_size={cfg.batch_size} is larger than the training set "
-                              f"({len(self.train_set.labels)} images)")
+        self._check_batch()
         memory_format = {"channels_last": self.speed["channels_last"]}
         loader_args = {"num_workers": cfg.num_workers} if self.speed["loader"] == "torch" else {
             "device": self.device, **memory_format}
@@ -122,12 +170,8 @@ class GroupTrainer:
                                         **loader_args)
         self.test_loader = make_loader("gpu", self.test_set, cfg.eval_batch_size, train=False,
                                        seed=cfg.seed, device=self.device, **memory_format)
-        self.data_info = {
-            "name": cfg.dataset, "train_size": len(self.train_set.labels),
-            "test_size": len(self.test_set.labels), "num_classes": self.train_set.num_classes,
-            "train_fingerprint": self.train_set.fingerprint(),
-            "test_fingerprint": self.test_set.fingerprint(),
-        }
+        self.test_reduce = None  # the test sets are small: every rank evaluates all of it
+        self.shard_batches = self.dist.enabled
 
     def _prepare_model(self, model: nn.Module) -> nn.Module:
         model = model.to(self.device)
@@ -140,19 +184,10 @@ class GroupTrainer:
         self.teacher, self.teacher_info = None, None
         if cfg.teacher is None:
             return
-        num_classes = self.train_set.num_classes
-        if cfg.teacher_checkpoint == "untrained":
-            torch.manual_seed(cfg.seed)
-            teacher = create_model(cfg.teacher, num_classes=num_classes)
-            info = {"stored_accuracy": None, "sha256": None, "path": "untrained"}
-        else:
-            teacher, info = load_teacher(cfg.teacher, cfg.teacher_checkpoint,
-                                         num_classes=num_classes)
-        teacher = self._prepare_model(teacher).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        self.teacher = teacher
-        measured = evaluate(teacher, self.test_loader, self.speed["amp"])
+        teacher, info = build_teacher(cfg.teacher, cfg.teacher_checkpoint,
+                                      self.train_set.num_classes, cfg.model_zoo, cfg.seed)
+        self.teacher = self._prepare_model(teacher).eval()
+        measured = evaluate(self.teacher, self.test_loader, self.speed["amp"], self.test_reduce)
         self.teacher_info = {"name": cfg.teacher, "checkpoint": info.get("path"),
                              "sha256": info.get("sha256"),
                              "stored_accuracy": info.get("stored_accuracy"),
@@ -160,7 +195,8 @@ class GroupTrainer:
 
     def _build_student(self, config: RunConfig) -> StudentRun:
         torch.manual_seed(config.effective_init_seed)
-        model = create_model(config.student, num_classes=self.train_set.num_classes)
+        model = create_model(config.student, num_classes=self.train_set.num_classes,
+                             dataset=config.model_zoo)
         objective = build_objective(config, model, self.teacher)
         model = self._prepare_model(model)
         objective = objective.to(self.device)
@@ -173,8 +209,14 @@ class GroupTrainer:
         if isinstance(temperature, nn.Module):  # a learnable τ is not weight-decayed
             groups.append((list(temperature.parameters()), 0.0))
         optimizer = TensorLrSGD(groups, lr=lr, momentum=config.momentum)
+        forward = StudentStep(model, objective)
+        if self.dist.enabled:  # only the student (and its objective) is wrapped; DDP broadcasts
+            from torch.nn.parallel import DistributedDataParallel  # rank 0's initial weights
+
+            forward = DistributedDataParallel(
+                forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         return StudentRun(config=config, model=model, objective=objective, optimizer=optimizer,
-                          lr=lr, factor=torch.ones((), device=self.device))
+                          lr=lr, factor=torch.ones((), device=self.device), forward=forward)
 
     # -- one step ---------------------------------------------------------------------------
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -210,11 +252,7 @@ class GroupTrainer:
         """Forward, loss terms, backward, update, and the on-device running sums of one student."""
         s.optimizer.zero_grad()
         with autocast_context(self.device, self.speed["amp"]):
-            if s.objective.needs_features:
-                logits_s, feats_s = s.model.forward_features(x)
-            else:
-                logits_s, feats_s = s.model(x), None
-            terms = s.objective(logits_s, logits_t, y, s.factor, feats_s, feats_t)
+            logits_s, terms = s.forward(x, y, logits_t, feats_t, s.factor)
         loss = sum(terms.values())
         loss.backward()
         s.optimizer.step()
@@ -284,6 +322,10 @@ class GroupTrainer:
             "config": s.config.to_dict(), "config_hash": s.config.config_hash(),
             "seed": s.config.seed, "init_seed": s.config.effective_init_seed,
             "group": [c.run_id() for c in self.configs], "speed": self.speed,
+            "distributed": {"world_size": self.dist.world_size, "backend": self.dist.backend,
+                            "global_batch": s.config.batch_size,
+                            "per_device_batch": self.per_device_batch,
+                            "negatives_scope": s.config.loss_params().get("negatives_scope")},
             "data": self.data_info, "teacher": self.teacher_info, "history": history,
             "best": summary(best), "last": summary(last), "epochs_done": len(history),
             "train_seconds": train_seconds, "wall_seconds": self.elapsed,
@@ -327,30 +369,38 @@ class GroupTrainer:
             self._sync()
             t0 = time.perf_counter()
             for x, y in self.train_loader:
-                step(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                if self.shard_batches:
+                    if x.shape[0] % self.dist.world_size:
+                        continue  # a tail batch that cannot be split evenly over the ranks
+                    b, r = x.shape[0] // self.dist.world_size, self.dist.rank
+                    x, y = x[r * b:(r + 1) * b], y[r * b:(r + 1) * b]
+                step(x, y)
             self._sync()
             train_seconds = time.perf_counter() - t0
             for s in self.students:
                 t1 = time.perf_counter()
                 s.model.eval()
-                metrics = evaluate(s.model, self.test_loader, self.speed["amp"])
+                metrics = evaluate(s.model, self.test_loader, self.speed["amp"],
+                                   self.test_reduce)
                 eval_seconds = time.perf_counter() - t1
                 s.history.append(self._epoch_entry(s, epoch, metrics, train_seconds,
                                                    eval_seconds))
                 self.log(self._epoch_line(s, s.history[-1]))
             self.elapsed = elapsed_before + time.perf_counter() - started
-            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+            saving = (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
+            if saving and self.dist.is_main:  # only rank 0 writes
                 self._save_checkpoint(epoch + 1)
                 for s in self.students:
                     results.write_record(cfg.out_dir, self._record(s, "running"))
         bar.close()
-        records = []
-        for s in self.students:
-            self._save_model(s)
-            record = self._record(s, "complete")
-            results.write_record(cfg.out_dir, record)
-            records.append(record)
-        self.checkpoint_path.unlink(missing_ok=True)
+        records = [self._record(s, "complete") for s in self.students]
+        if self.dist.is_main:
+            for s, record in zip(self.students, records, strict=True):
+                self._save_model(s)
+                results.write_record(cfg.out_dir, record)
+            self.checkpoint_path.unlink(missing_ok=True)
+        self.dist.barrier()
         return records
 
     def _sync(self) -> None:
@@ -358,6 +408,8 @@ class GroupTrainer:
             torch.cuda.synchronize(self.device)
 
     def _epoch_entry(self, s, epoch, metrics, train_seconds, eval_seconds) -> dict:
+        for value in s.sums.values():  # each rank summed its own samples
+            self.dist.all_reduce_sum(value)
         sums = {k: v.item() for k, v in s.sums.items()}
         count = max(sums.pop("count"), 1)
         entry = {"epoch": epoch + 1, "lr": s.lr.item(), "warmup_factor": s.factor.item(),
