@@ -215,3 +215,21 @@ def test_benchmark_runs_on_cpu_and_prints_figures(tmp_path):
     ref = figures["rows"]["reference (DataLoader, fp32, eager)"]
     assert ref["train_s_per_epoch"] > 0 and ref["images_per_s"] > 0
     assert figures["three_students_ratio"] > 1.0
+
+
+def test_teacher_stays_frozen_in_eval_mode(tmp_path):
+    teacher_cfg = make_config(tmp_path, method="CE", teacher=None, teacher_checkpoint=None,
+                              epochs=1, lr=0.1)
+    train(teacher_cfg)
+    checkpoint = Path(teacher_cfg.out_dir) / teacher_cfg.run_id() / "model_last.pth"
+    before = torch.load(checkpoint, weights_only=False)["model"]
+    from ckd_lib.engine.trainer import GroupTrainer
+
+    trainer = GroupTrainer([make_config(tmp_path, teacher_checkpoint=str(checkpoint),
+                                        method="KD", loss={}, epochs=2).validate()])
+    trainer.run()
+    assert not trainer.teacher.training
+    assert all(not p.requires_grad for p in trainer.teacher.parameters())
+    after = trainer.teacher.state_dict()
+    for key, value in before.items():  # weights and BatchNorm running statistics unchanged
+        assert torch.equal(value, after[key].cpu()), key
