@@ -143,6 +143,10 @@ class RunConfig:
             "batch_size": recipe.batch_size,
             "weight_decay": recipe.weight_decay,
         }
+        if dataset in FOLDER_DATASETS:
+            base["num_workers"] = 8  # JPEG decoding needs more than CIFAR's 2 workers
+            if dataset == "imagenet" and method_name != "CE":
+                base["teacher_checkpoint"] = "torchvision"  # the paper's ImageNet teachers
         loss_overrides = overrides.pop("loss", None) or {}
         base["loss"].update(loss_overrides)
         base.update(overrides)

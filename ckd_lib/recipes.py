@@ -13,6 +13,8 @@ from functools import cache
 from importlib import resources
 
 RECIPES_FILE = "recipes.csv"
+# Rows the sources imply but do not publish as configs (each says so in its source column).
+DERIVED_FILE = "recipes_derived.csv"
 
 
 @dataclass(frozen=True)
@@ -76,10 +78,13 @@ def parse_loss_params(text: str) -> dict:
 
 @cache
 def all_recipes() -> tuple[Recipe, ...]:
-    """Every recipe of the project's recipes.csv, in file order."""
-    text = resources.files("ckd_lib.resources").joinpath(RECIPES_FILE).read_text()
+    """Every recipe of the project's recipes.csv, then the derived rows, in file order."""
+    folder = resources.files("ckd_lib.resources")
+    lines = []
+    for name in (RECIPES_FILE, DERIVED_FILE):
+        lines += list(csv.DictReader(folder.joinpath(name).read_text().splitlines()))
     rows = []
-    for row in csv.DictReader(text.splitlines()):
+    for row in lines:
         kind, milestones, decay = parse_schedule(row["schedule"])
         method = row["method"]
         teacher = row["teacher"] or None
