@@ -54,7 +54,8 @@ def resolve_speed(config: RunConfig, device: torch.device, world_size: int = 1) 
             "torch" if config.model_zoo == "imagenet" else "gpu"),
         "amp": ("bf16" if cuda else "none") if config.amp == "auto" else config.amp,
         "channels_last": cuda if config.channels_last == "auto" else bool(config.channels_last),
-        "cuda_graphs": (cuda and world_size == 1) if config.cuda_graphs == "auto"
+        "cuda_graphs": (cuda and world_size == 1 and config.model_zoo == "cifar")
+        if config.cuda_graphs == "auto"
         else bool(config.cuda_graphs),
     }
 
@@ -100,7 +101,10 @@ class GraphedStep:
             self.static_x, self.static_y = x.clone(), y.clone()
             torch.cuda.synchronize()
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            # thread_local: a DataLoader's pin-memory thread may allocate pinned memory while
+            # this thread captures; in the default "global" mode that invalidates the capture
+            # (seen on an H200 with the ImageNet loader).
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 self.step(self.static_x, self.static_y)
         if x.shape != self.static_x.shape:
             self.step(x, y)
