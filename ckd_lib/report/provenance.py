@@ -1,0 +1,134 @@
+"""Where the report's numbers come from: code versions, software, devices, dates and commands.
+
+Everything here is read from the run records (their ``provenance`` block and the record files'
+modification times) and from the executed notebooks under ``results/<profile>/executed``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from ckd_lib.report.collect import Study
+
+# Which notebook makes which table, by its file name, when the executed notebooks do not say.
+TABLE_KEYWORDS = {
+    "same": ("same",),
+    "cross": ("cross",),
+    "teachers": ("teacher",),
+    "ablations": ("ablation",),
+    "budget": ("budget", "matched"),
+    "efficiency": ("efficien",),
+    "visualisations": ("visual", "tsne", "t_sne"),
+}
+REPORT_NOTEBOOK = "90_report"
+
+
+@dataclass
+class Provenance:
+    profile: str
+    commits: list[dict] = field(default_factory=list)
+    versions: list[dict] = field(default_factory=list)
+    devices: list[dict] = field(default_factory=list)
+    first_written: str = ""
+    last_written: str = ""
+    n_records: int = 0
+    datasets: list[str] = field(default_factory=list)
+    notebooks: list[str] = field(default_factory=list)
+
+    @property
+    def any_dirty(self) -> bool:
+        return any(c["dirty"] for c in self.commits)
+
+
+def _counts(records: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    counter = Counter(tuple((r.get("provenance") or {}).get(k) for k in keys) for r in records)
+    out = []
+    for values, count in sorted(counter.items(), key=lambda kv: (-kv[1], str(kv[0]))):
+        out.append({**dict(zip(keys, values, strict=True)), "runs": count})
+    return out
+
+
+def collect_provenance(study: Study) -> Provenance:
+    records = study.records
+    prov = Provenance(profile=study.profile, n_records=len(records))
+    prov.commits = _counts(records, ("commit", "dirty"))
+    prov.versions = _counts(records, ("ckd_lib", "torch", "cuda", "cudnn", "python"))
+    prov.devices = _counts(records, ("device_type", "device_name", "device_count"))
+    written = study.frame["written"].dropna() if "written" in study.frame else pd.Series([])
+    if len(written):
+        prov.first_written = min(written).strftime("%Y-%m-%d %H:%M UTC")
+        prov.last_written = max(written).strftime("%Y-%m-%d %H:%M UTC")
+    prov.datasets = sorted(set(study.frame["dataset"])) if not study.empty else []
+    prov.notebooks = available_notebooks(study)
+    return prov
+
+
+def available_notebooks(study: Study) -> list[str]:
+    """Notebook names (file stems) of the study: the executed ones and those in notebooks/."""
+    names = set()
+    if study.executed_dir.is_dir():
+        names.update(p.stem for p in study.executed_dir.glob("*.ipynb"))
+    if study.notebooks_dir is not None and study.notebooks_dir.is_dir():
+        names.update(p.stem for p in study.notebooks_dir.glob("[0-9]*.py"))
+        names.update(p.stem for p in study.notebooks_dir.glob("[0-9]*.ipynb"))
+    return sorted(names)
+
+
+def _executed_texts(study: Study) -> dict[str, str]:
+    texts = {}
+    if study.executed_dir.is_dir():
+        for path in sorted(study.executed_dir.glob("*.ipynb")):
+            if path.stem == REPORT_NOTEBOOK:
+                continue
+            try:
+                nb = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            # only what the notebook printed or displayed (not its source)
+            parts = [json.dumps(cell.get("outputs", [])) for cell in nb.get("cells", [])]
+            texts[path.stem] = "\n".join(parts)
+    return texts
+
+
+def notebooks_for(study: Study, table_key: str, run_ids: set[str],
+                  texts: dict[str, str] | None = None) -> tuple[list[str], str]:
+    """The notebooks that made a table's runs, and how that was found out.
+
+    First the executed notebooks' outputs are searched for the table's run ids; failing that,
+    notebook file names are matched against the table's kind (same, cross, ablation, ...).
+    """
+    texts = _executed_texts(study) if texts is None else texts
+    found = [name for name, text in texts.items() if any(rid in text for rid in run_ids)]
+    if found:
+        return found, "run ids found in the executed notebook"
+    kind = table_key.split(":")[-1]
+    words = TABLE_KEYWORDS.get(kind, ())
+    by_name = [n for n in available_notebooks(study) if n != REPORT_NOTEBOOK
+               and any(w in n.lower() for w in words)]
+    if by_name:
+        return by_name, "by notebook name"
+    return [], "not found"
+
+
+def commands_for(profile: str, notebooks: list[str]) -> list[str]:
+    cmds = [f"make reproduce PROFILE={profile}"]
+    cmds += [f"python -m ckd_lib.study --profile {profile} --only {nb}" for nb in notebooks]
+    return cmds
+
+
+def table_commands(study: Study, tables: list) -> dict[str, dict]:
+    """For each table key: the notebooks that made it, how we know, and the commands."""
+    texts = _executed_texts(study)
+    out = {}
+    for table in tables:
+        notebooks, how = notebooks_for(study, table.key if table.kind == "main" else table.kind,
+                                       table.run_ids(), texts)
+        out[table.key] = {"notebooks": notebooks, "how": how,
+                          "commands": commands_for(study.profile, notebooks)}
+    out["report"] = {"notebooks": [REPORT_NOTEBOOK], "how": "this report",
+                     "commands": commands_for(study.profile, [REPORT_NOTEBOOK])}
+    return out
