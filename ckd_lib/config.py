@@ -160,8 +160,16 @@ class RunConfig:
 
     # -- derived --------------------------------------------------------------------------
     def loss_params(self) -> dict:
-        """The method's defaults updated with this config's `loss` entries."""
-        return {**METHOD_DEFAULTS[self.method], **self.loss}
+        """The method's defaults updated with this config's `loss` entries.
+
+        Real-valued parameters are made floats, so `cl_weight: 100` (as recipes.csv writes it)
+        and `cl_weight: 100.0` are the same run with the same hash.
+        """
+        params = {**METHOD_DEFAULTS[self.method], **self.loss}
+        for key, value in params.items():
+            if _is_real_parameter(key) and isinstance(value, int) and not isinstance(value, bool):
+                params[key] = float(value)
+        return params
 
     @property
     def dataset_base(self) -> str:
@@ -277,8 +285,7 @@ class RunConfig:
                               f"accepted: {sorted(accepted)}")
         params = self.loss_params()
         for key, value in params.items():
-            if key.endswith(("_weight", "temperature")) and key != "learnable_temperature" or \
-                    key in ("alpha", "beta"):
+            if _is_real_parameter(key):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                     raise ConfigError(f"loss.{key}={value!r} must be a non-negative number")
         for key in ("temperature", "kd_temperature"):
@@ -299,6 +306,12 @@ class RunConfig:
         warmup = params.get("warmup_epochs")
         if warmup is not None and (not isinstance(warmup, int) or warmup < 0):
             raise ConfigError(f"loss.warmup_epochs={warmup!r} must be a non-negative integer")
+
+
+def _is_real_parameter(key: str) -> bool:
+    """Loss parameters that are real numbers (weights, temperatures, DKD's alpha and beta)."""
+    return (key.endswith(("_weight", "temperature")) and key != "learnable_temperature") or \
+        key in ("alpha", "beta")
 
 
 def load_configs(path: str | Path) -> list[RunConfig]:

@@ -160,3 +160,11 @@ def test_tensor_lr_sgd_state_round_trip():
     other = TensorLrSGD([([q], 0.0)], lr=torch.tensor(0.1), momentum=0.9)
     other.load_state_dict(state)
     torch.testing.assert_close(other.groups[0][1][0], torch.ones(3))
+
+
+def test_integer_and_float_loss_weights_are_the_same_run():
+    a = RunConfig(student="resnet8", teacher="resnet20", loss={"cl_weight": 100})
+    b = RunConfig(student="resnet8", teacher="resnet20", loss={"cl_weight": 100.0})
+    assert a.config_hash() == b.config_hash()
+    assert a.config_hash() != RunConfig(student="resnet8", teacher="resnet20",
+                                        loss={"cl_weight": 50}).config_hash()
