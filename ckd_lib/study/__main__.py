@@ -1,0 +1,104 @@
+"""Command line of the study runner; see ``python -m ckd_lib.study --help``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ckd_lib.study.devices import parse_devices
+from ckd_lib.study.params import ParameterError
+from ckd_lib.study.paths import notebooks_dir
+from ckd_lib.study.profiles import available_profiles, load_profile
+from ckd_lib.study.runner import Runner, sync_paired_notebook
+
+EPILOG = """examples:
+  python -m ckd_lib.study --profile demo                  # the whole demo, then the report
+  python -m ckd_lib.study --profile demo --only 20_same_arch
+  python -m ckd_lib.study --profile paper --devices 0,1,2,3
+  python -m ckd_lib.study --profile quick --list          # notebooks, parameters, status
+  python -m ckd_lib.study --sync-notebooks                # write the paired .ipynb files
+"""
+
+
+def select(names: list[str], available: list[str]) -> list[str]:
+    """``--only`` values: exact notebook names, or unique prefixes ("20" -> "20_same_arch")."""
+    out = []
+    for item in (part for name in names for part in name.split(",") if part):
+        hits = [n for n in available if n == item] or [n for n in available
+                                                       if n.startswith(item)]
+        if len(hits) != 1:
+            raise ParameterError(f"--only {item!r} matches {hits or 'no notebook'}; notebooks of "
+                                 f"this profile: {available}")
+        out.append(hits[0])
+    return out
+
+
+def list_profile(runner: Runner) -> None:
+    profile = runner.profile
+    print(f"profile {profile.name} ({profile.path})")
+    if profile.description:
+        print("  " + profile.description.strip().replace("\n", "\n  "))
+    entries = runner.manifest()
+    for job in runner.plan():
+        state = "up to date" if runner.is_up_to_date(job, entries) else "to execute"
+        print(f"\n{job.name} [{state}]")
+        for name, param in job.declared.items():
+            value = job.parameters.get(name, param.default)
+            mark = "" if name not in job.parameters else "  <- profile"
+            print(f"  {name}: {param.annotation} = {value!r}{mark}\n      {param.help}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ckd_lib.study", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check a profile's parameters, then execute its notebooks with papermill "
+                    "into results/<profile>/executed/ (an interrupted study continues where it "
+                    "stopped).")
+    parser.add_argument("--profile", default="demo",
+                        help=f"profile name or YAML path (available: {available_profiles()})")
+    parser.add_argument("--only", nargs="+", metavar="NOTEBOOK",
+                        help="execute only these notebooks (names or unique prefixes)")
+    parser.add_argument("--list", action="store_true",
+                        help="list the profile's notebooks, parameters and status; run nothing")
+    parser.add_argument("--check", action="store_true",
+                        help="check the profile's parameters and exit")
+    parser.add_argument("--devices", default=None,
+                        help="spread independent runs over these devices: GPU indices like "
+                             "0,1 (or 'cpu,cpu'); default: train in the notebook's process")
+    parser.add_argument("--force", action="store_true",
+                        help="re-execute notebooks even if their executed copy is up to date "
+                             "(finished runs are still skipped by the engine)")
+    parser.add_argument("--results-dir", default="results",
+                        help="root of the results tree (default: results)")
+    parser.add_argument("--sync-notebooks", action="store_true",
+                        help="write notebooks/<name>.ipynb from every <name>.py and exit")
+    args = parser.parse_args(argv)
+    try:
+        if args.sync_notebooks:
+            for source in sorted(notebooks_dir().glob("[0-9]*.py")):
+                print(sync_paired_notebook(source))
+            return 0
+        profile = load_profile(args.profile)
+        devices = parse_devices(args.devices) if args.devices is not None else None
+        runner = Runner(profile, results_dir=args.results_dir, devices=devices, force=args.force)
+        if args.list:
+            list_profile(runner)
+            return 0
+        only = select(args.only, list(profile.notebooks)) if args.only else None
+        jobs = runner.plan(only)
+        if args.check:
+            print(f"profile {profile.name}: parameters of {len(jobs)} notebook(s) are valid")
+            return 0
+        return runner.run(only)
+    except (ParameterError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to continue (finished notebooks and "
+              "runs are kept).", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The notebooks: their parameters contract, and every one executed through papermill.
+
+The contract is checked for every notebook (fast). The execution test runs the whole ``tiny``
+profile (generated data, 1-2 epochs, resnet8 stand-ins) through the study runner into a temporary
+results folder, then checks what each notebook left behind, and that running it again executes
+nothing. It is marked ``notebooks`` (a few minutes on 2 CPU cores); CI runs it.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from papermill.translators import PythonTranslator
+
+from ckd_lib import results
+from ckd_lib.study.params import notebook_parameters, parameters_cell, read_notebook
+from ckd_lib.study.profiles import load_profile
+from ckd_lib.study.runner import Runner
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+STUDY_NOTEBOOKS = ["00_environment", "10_teachers", "20_same_arch", "21_cross_arch",
+                   "30_ablations", "40_matched_budget", "50_efficiency", "60_visualisations"]
+
+
+def test_the_study_notebooks_exist():
+    names = [p.stem for p in NOTEBOOKS]
+    for name in STUDY_NOTEBOOKS:
+        assert name in names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_is_documented_for_papermill(path):
+    nb = read_notebook(path)
+    declared = notebook_parameters(nb, path.stem)  # raises on anything undocumented
+    assert declared, "a notebook without parameters cannot be driven by a profile"
+    # papermill's own inspection (what `papermill --help-notebook` prints) sees the same
+    inspected = PythonTranslator.inspect(parameters_cell(nb))
+    assert [p.name for p in inspected] == list(declared)
+    for p in inspected:
+        assert p.inferred_type_name == declared[p.name].annotation
+        assert p.help == declared[p.name].help and p.help
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_are_paired_by_jupytext(path):
+    from jupytext.config import load_jupytext_config
+
+    config = load_jupytext_config(str(path))
+    assert config is not None, "jupytext.toml is missing at the repository root"
+    formats = config.default_formats(str(path))
+    assert "ipynb" in formats and "py:percent" in formats
+    assert config.default_formats(str(ROOT / "results" / "x" / "executed" / "a.ipynb")) is None
+
+
+@pytest.mark.notebooks
+def test_every_notebook_executes_on_the_tiny_profile(tmp_path):
+    profile = load_profile("tiny")
+    assert [n for n in STUDY_NOTEBOOKS if n not in profile.notebooks] == []
+    lines = []
+    log = open(tmp_path / "kernel.log", "w")
+    runner = Runner(profile, results_dir=str(tmp_path), log=lines.append, stdout=log,
+                    stderr=log, sync_pairs=False)
+    code = runner.run()
+    log.close()
+    kernel_output = (tmp_path / "kernel.log").read_text()
+    assert code == 0, "\n".join(lines) + kernel_output[-5000:]
+    root = tmp_path / "tiny"
+    for name in profile.notebooks:
+        executed = nbformat.read(root / "executed" / f"{name}.ipynb", as_version=4)
+        assert executed.metadata["papermill"]["exception"] is not True
+    # every training notebook says loudly that this is not the paper's setting
+    for name in STUDY_NOTEBOOKS:
+        assert "NOT THE PAPER'S SETTING" in (root / "executed" / f"{name}.log").read_text()
+    artifacts = root / "artifacts"
+    for name in ("teachers.json", "environment.json", "ablations.json", "matched_budget.json",
+                 "efficiency.json", "efficiency.png", "tsne.json", "tsne.png",
+                 "correlation.json", "correlation.png", "curves.png"):
+        assert (artifacts / name).is_file(), name
+    tsne = json.loads((artifacts / "tsne.json").read_text())
+    assert set(tsne["points"]) == {"CE", "KD", "DKD", "CKD"}
+    assert len(tsne["points"]["CKD"]) == len(tsne["labels"]) == 100
+    correlation = json.loads((artifacts / "correlation.json").read_text())
+    assert len(correlation["students"]["CKD"]["matrix"]) == 10
+    efficiency = json.loads((artifacts / "efficiency.json").read_text())
+    assert [r["method"] for r in efficiency["rows"]] == ["CE", "KD", "DKD", "CKD"]
+    records = results.load_records(root / "runs")
+    # progress: one line per epoch and student (every run trained once here), never per step
+    epoch_lines = re.findall(r"^\[\S+/\S+ s\d+\] epoch \d+/\d+ ", kernel_output, re.M)
+    assert len(epoch_lines) == sum(r["epochs_done"] for r in records)
+    labels = {r["config"]["label"] for r in records}
+    assert {"teacher", "same_arch", "cross_arch", "matched_budget"} <= labels
+    assert any(label.startswith("ablation ") for label in labels)
+    assert all(r["config"]["dataset"].startswith("synthetic") for r in records)
+    assert (tmp_path / "report.html").is_file() and (root / "report.html").is_file()
+    # the second run executes nothing: every executed copy is up to date
+    lines.clear()
+    assert runner.run() == 0
+    assert sum("up to date, skipped" in line for line in lines) == len(profile.notebooks)
