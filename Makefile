@@ -4,9 +4,12 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PROFILE ?= demo
+DEVICES ?=
+STUDY = $(PYTHON) -m ckd_lib.study --profile $(PROFILE) $(if $(DEVICES),--devices $(DEVICES))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint reproduce bench clean
+.PHONY: help setup test lint reproduce bench clean notebooks environment teachers same-arch \
+	cross-arch ablations budget efficiency visualisations imagenet report
 
 help: ## List the targets with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -18,6 +21,7 @@ $(STAMP): pyproject.toml
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -e ".[notebooks,dev]"
+	$(PYTHON) -m ckd_lib.study --sync-notebooks
 	touch $(STAMP)
 
 test: setup ## Run the test suite (sets up first if needed)
@@ -26,8 +30,32 @@ test: setup ## Run the test suite (sets up first if needed)
 lint: setup ## Run ruff over the project
 	$(VENV)/bin/ruff check .
 
-reproduce: setup ## Run the study for PROFILE (default demo) and build results/report.html
-	$(PYTHON) -m ckd_lib.study --profile $(PROFILE)
+reproduce: setup ## Run PROFILE (default demo), then results/report.html (DEVICES=0,1 spreads runs)
+	$(STUDY)
+
+notebooks: setup ## Write notebooks/*.ipynb from the .py scripts (to open in JupyterLab)
+	$(PYTHON) -m ckd_lib.study --sync-notebooks
+
+environment: setup ## Only the environment and data check (00)
+	$(STUDY) --only 00_environment
+teachers: setup ## Only the teachers: train or load, check against the literature (10)
+	$(STUDY) --only 10_teachers
+same-arch: setup ## Only the same-architecture table (20)
+	$(STUDY) --only 20_same_arch
+cross-arch: setup ## Only the cross-architecture table (21)
+	$(STUDY) --only 21_cross_arch
+ablations: setup ## Only the ablations (30)
+	$(STUDY) --only 30_ablations
+budget: setup ## Only the matched-budget comparison (40)
+	$(STUDY) --only 40_matched_budget
+efficiency: setup ## Only time per iteration and memory by method (50)
+	$(STUDY) --only 50_efficiency
+visualisations: setup ## Only t-SNE, correlation heatmaps, training curves (60)
+	$(STUDY) --only 60_visualisations
+imagenet: setup ## Only the ImageNet/Places365 table, launched with torchrun (70)
+	$(STUDY) --only 70_imagenet
+report: setup ## Only rebuild results/report.html from the records (90)
+	$(STUDY) --only 90_report
 
 bench: setup ## Time the reference loop against the fast path (python -m ckd_lib.bench)
 	$(PYTHON) -m ckd_lib.bench
