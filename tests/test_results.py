@@ -23,7 +23,7 @@ def test_atomic_json_write_replaces_whole_file_with_plain_permissions(tmp_path):
 def test_failed_write_leaves_the_old_file(tmp_path):
     path = tmp_path / "model.pth"
     results.atomic_torch_save({"x": 1}, path)
-    with pytest.raises(pickle.PicklingError):
+    with pytest.raises((pickle.PicklingError, AttributeError)):
         results.atomic_torch_save({"f": lambda: 0}, path)  # a lambda cannot be pickled
     import torch
 
