@@ -52,8 +52,8 @@ efficiency: setup ## Only time per iteration and memory by method (50)
 	$(STUDY) --only 50_efficiency
 visualisations: setup ## Only t-SNE, correlation heatmaps, training curves (60)
 	$(STUDY) --only 60_visualisations
-imagenet: setup ## Only the ImageNet/Places365 table, launched with torchrun (70)
-	$(STUDY) --only 70_imagenet
+imagenet: setup ## The ImageNet profile (70, torchrun over the GPUs, then its report)
+	$(PYTHON) -m ckd_lib.study --profile imagenet
 report: setup ## Only rebuild results/report.html from the records (90)
 	$(STUDY) --only 90_report
 
