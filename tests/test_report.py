@@ -112,6 +112,9 @@ def test_main_table_cells_are_mean_std_over_seeds_of_the_records(study_dir):
         assert cell.best.std == pytest.approx(want["best_std"])
         assert cell.last.mean == pytest.approx(want["last_mean"])
         assert cell.last.std == pytest.approx(want["last_std"])
+        top5 = [r["last"]["top5"] for r in records
+                if r["config"]["method"] == method and r["run_id"] in want["ids"]]
+        assert cell.top5.mean == pytest.approx(np.mean(top5))
         assert sorted(cell.run_ids) == want["ids"]
         for link in cell.links:  # links are relative to the results folder and exist
             assert (study_dir / link).is_file()

@@ -200,6 +200,7 @@ def build_frame(records: list[dict], results_dir: str | Path) -> pd.DataFrame:
             "best_top1": (r.get("best") or {}).get("top1"),
             "best_epoch": (r.get("best") or {}).get("epoch"),
             "last_top1": (r.get("last") or {}).get("top1"),
+            "last_top5": (r.get("last") or {}).get("top5"),
             "last_epoch": (r.get("last") or {}).get("epoch"),
             "teacher_checkpoint": teacher_info.get("checkpoint", cfg.get("teacher_checkpoint")),
             "teacher_sha256": teacher_info.get("sha256"),
@@ -225,7 +226,8 @@ def build_frame(records: list[dict], results_dir: str | Path) -> pd.DataFrame:
 FRAME_COLUMNS = (
     "run_id", "dataset", "dataset_base", "teacher", "student", "method", "seed", "init_seed",
     "label", "section", "epochs", "schedule", "batch_size", "lr", "config_key", "settings",
-    "loss_overrides", "best_top1", "best_epoch", "last_top1", "last_epoch", "teacher_checkpoint",
+    "loss_overrides", "best_top1", "best_epoch", "last_top1", "last_top5", "last_epoch",
+    "teacher_checkpoint",
     "teacher_sha256", "teacher_identity", "teacher_top1", "teacher_stored_accuracy",
     "train_seconds", "iterations", "seconds_per_iteration", "group_size", "images_per_second",
     "path", "link", "written")

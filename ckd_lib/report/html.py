@@ -118,6 +118,7 @@ def _stats_lines(cell: Cell) -> str:
     epochs = "/".join(str(e) for e in cell.best_epochs)
     return (f'<div class="ckd-v">{escape(best.text())}</div>'
             f'<div class="ckd-s">last {escape(last.text())} · n={best.n}</div>'
+            f'<div class="ckd-s">top-5 last {escape(cell.top5.text())}</div>'
             f'<div class="ckd-s">best ep {escape(epochs)} · {escape(cell.budget)}</div>')
 
 

@@ -79,6 +79,7 @@ class Cell:
     runs: pd.DataFrame = field(default_factory=pd.DataFrame)
     best: Stats = field(default_factory=lambda: Stats([]))
     last: Stats = field(default_factory=lambda: Stats([]))
+    top5: Stats = field(default_factory=lambda: Stats([]))  # last-epoch top-5
     # teachers: the accuracy each checkpoint scored when the distillation runs evaluated it
     evaluated: Stats | None = None
     literature: list[PublishedNumber] = field(default_factory=list)
@@ -157,6 +158,7 @@ def make_cell(table: str, runs: pd.DataFrame, study: Study, method: str | None =
                 method=method, label=first["label"], settings=first["settings"], runs=runs,
                 best=Stats([float(v) for v in runs["best_top1"]]),
                 last=Stats([float(v) for v in runs["last_top1"]]),
+                top5=Stats([float(v) for v in runs["last_top5"] if v is not None]),
                 budget=f"{first['epochs']} ep {first['schedule']}", duplicates=duplicates)
     if not duplicates.empty:
         cell.note = (f"{len(duplicates)} more run(s) of a seed already counted (same settings, "
@@ -564,6 +566,7 @@ def summary_frame(tables: ReportTables, commands: dict[str, str] | None = None) 
                     "seeds": " ".join(str(s) for s in cell.seeds),
                     "best_top1_mean": _fmt(cell.best.mean), "best_top1_std": _fmt(cell.best.std),
                     "last_top1_mean": _fmt(cell.last.mean), "last_top1_std": _fmt(cell.last.std),
+                    "last_top5_mean": _fmt(cell.top5.mean) if cell.top5.n else "",
                     "teacher_evaluated_top1_mean": _fmt(cell.evaluated.mean)
                     if cell.evaluated is not None else "",
                     "best_epochs": " ".join(str(e) for e in cell.best_epochs),
