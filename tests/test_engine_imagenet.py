@@ -8,8 +8,7 @@ import torch
 from PIL import Image
 
 from ckd_lib.config import ConfigError, RunConfig
-from ckd_lib.engine import train
-from ckd_lib.engine import teachers
+from ckd_lib.engine import teachers, train
 
 
 def make_imagefolder(root, classes=3, per_class=4, size=(40, 32)):
