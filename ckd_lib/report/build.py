@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ckd_lib import results
 from ckd_lib.report.collect import Study, load_study
 from ckd_lib.report.literature import SourceIndex
 from ckd_lib.report.provenance import Provenance, collect_provenance, table_commands
@@ -35,24 +36,6 @@ _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 """
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file atomically (readers see the old or the new one) and make it world-readable
-    like any other output of the study."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -76,7 +59,7 @@ class Report:
     def write_summary(self, path: str | Path | None = None) -> Path:
         """results/<profile>/summary.csv (one row per table cell), written atomically."""
         path = Path(path) if path else self.study.results_dir / self.profile / "summary.csv"
-        atomic_write_bytes(path, self.summary().to_csv(index=False).encode())
+        results.atomic_write_bytes(path, self.summary().to_csv(index=False).encode())
         return path
 
 
@@ -111,7 +94,7 @@ def build_html(executed_notebook: str | Path, out_html: str | Path, *,
     if base_href:
         body = body.replace("<head>", f'<head>\n<base href="{base_href}">', 1)
     out_html = Path(out_html)
-    atomic_write_bytes(out_html, body.encode("utf-8"))
+    results.atomic_write_bytes(out_html, body.encode("utf-8"))
     return out_html
 
 
@@ -177,7 +160,7 @@ def build_report(profile: str = "demo", results_dir: str | Path = "results", *,
     if not summary.is_file() or summary.stat().st_mtime < started - 1:
         # the notebook writes it; an edited notebook may not have
         prepare(profile, results_dir, paper_numbers_csv).write_summary(summary)
-    atomic_write_bytes(results_dir / "summary.csv", summary.read_bytes())
+    results.atomic_write_bytes(results_dir / "summary.csv", summary.read_bytes())
     return out
 
 

@@ -66,7 +66,9 @@ def gain_over_kd(tables: ReportTables, metric: str = "best"):
     pairs = list(dict.fromkeys(data["pair"]))
     methods = sorted(set(data["method"]), key=method_rank)
     width = 0.8 / len(methods)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(pairs) * max(1, len(methods)) / 2), 4.2))
+    # room for each pair's label (the pair, then one "method n/n_KD" line per method)
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.4 * len(pairs), 0.6 * len(pairs) * len(methods)),
+                                    4.6))
     x = np.arange(len(pairs))
     for i, method in enumerate(methods):
         sub = data[data["method"] == method].set_index("pair").reindex(pairs)
@@ -78,7 +80,7 @@ def gain_over_kd(tables: ReportTables, metric: str = "best"):
     seeds = {}
     for r in bars:
         seeds.setdefault(r["pair"], []).append(f"{r['method']} {r['n']}")
-    ticks = [f"{p}\nseeds (method/KD): {', '.join(seeds[p])}" for p in pairs]
+    ticks = [f"{p}\nseeds (method/KD):\n" + "\n".join(seeds[p]) for p in pairs]
     ax.set_xticks(x, ticks, rotation=20 if len(pairs) > 3 else 0,
                   ha="right" if len(pairs) > 3 else "center", fontsize=8)
     ax.set_ylabel(f"{metric}-epoch top-1 − KD (points)")
