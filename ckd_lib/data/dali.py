@@ -28,6 +28,7 @@ from collections.abc import Iterator
 
 import torch
 
+from .epochs import EpochCounter
 from .imagenet_loader import ShardedEpochSampler, shard_indices
 from .seeding import derive_seed
 
@@ -134,7 +135,7 @@ def build_dali_pipeline(
     return pipe
 
 
-class DaliImageNetLoader:
+class DaliImageNetLoader(EpochCounter):
     """DALI-backed loader with the interface of :class:`ImageNetLoader` (outputs on the GPU).
 
     ``dataset``: anything with ``samples`` (list of ``(path, label)``), ``mean``/``std`` and,
@@ -189,31 +190,20 @@ class DaliImageNetLoader:
             self.rank,
             self.world_size,
         )
-        self._epoch = 0
 
-    @property
-    def epoch(self) -> int:
-        """The epoch the next iteration will use."""
-        return self._epoch
 
     @property
     def num_samples(self) -> int:
         """This rank's number of samples per epoch (before dropping a last partial batch)."""
         return len(self.sampler)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration use epoch ``epoch``'s order (and pipeline seed)."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self._epoch = int(epoch)
 
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch = self._epoch
-        self._epoch += 1
+        epoch = self._start_epoch()
         return self._iterate(epoch)
 
     def _iterate(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

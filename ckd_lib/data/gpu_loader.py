@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from .dataset import ImageDataset
+from .epochs import EpochCounter
 from .seeding import epoch_seed
 
 GPU_STREAM = 0  # random stream of the GPU loader within (seed, epoch)
 
 
-class GpuLoader:
+class GpuLoader(EpochCounter):
     """Batches ``(images, labels)`` of ``dataset`` on ``device``; see the module docstring.
 
     ``train`` selects shuffling + augmentation; test mode keeps the dataset order and does not
@@ -61,7 +62,6 @@ class GpuLoader:
         self.channels_last = bool(channels_last)
         self.dtype = dtype
         self.padding = int(padding) if self.train else 0
-        self._epoch = 0
 
         n, c, h, w = dataset.images.shape
         self._n, self._c, self._h, self._w = int(n), int(c), int(h), int(w)
@@ -87,16 +87,7 @@ class GpuLoader:
             self._ch = torch.arange(c, **idx).view(1, c, 1, 1)
 
     # ----------------------------------------------------------------- epoch bookkeeping
-    @property
-    def epoch(self) -> int:
-        """The epoch the next iteration will use."""
-        return self._epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration replay epoch ``epoch`` (order and augmentation)."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self._epoch = int(epoch)
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -143,8 +134,7 @@ class GpuLoader:
         ]  # [B, C, H, W]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch = self._epoch
-        self._epoch += 1
+        epoch = self._start_epoch()
         plan = self.epoch_plan(epoch) if self.train else None
         return self._batches(plan)
 

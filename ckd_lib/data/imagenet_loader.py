@@ -29,6 +29,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from .epochs import EpochCounter
 from .seeding import derive_seed, epoch_seed, splitmix64
 from .torch_loader import LOADER_STREAM, ORDER_STREAM, _seed_worker
 
@@ -121,7 +122,7 @@ class SeededSamples(Dataset):
                 rng.set_state(saved)
 
 
-class ImageNetLoader:
+class ImageNetLoader(EpochCounter):
     """DataLoader over a file dataset (e.g. :func:`load_imagefolder_dataset`), sharded by rank.
 
     Same interface as :class:`~ckd_lib.data.TorchLoader`: :meth:`set_epoch`, ``len()`` (this
@@ -162,7 +163,6 @@ class ImageNetLoader:
         self.drop_last = self.train if drop_last is None else bool(drop_last)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.device = torch.device("cpu")
-        self._epoch = 0
         self.sampler = ShardedEpochSampler(
             len(dataset), self.train, self.seed, self.batch_size, self.rank, self.world_size
         )
@@ -181,28 +181,18 @@ class ImageNetLoader:
             generator=self._generator,
         )
 
-    @property
-    def epoch(self) -> int:
-        """The epoch the next iteration will use."""
-        return self._epoch
 
     @property
     def num_samples(self) -> int:
         """This rank's number of samples per epoch (before dropping a last partial batch)."""
         return len(self.sampler)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration replay epoch ``epoch`` (order and augmentation)."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self._epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self._loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch = self._epoch
-        self._epoch += 1
+        epoch = self._start_epoch()
         self.sampler.epoch = epoch
         self._generator.manual_seed(derive_seed(self.seed, epoch, LOADER_STREAM, self.rank))
         return iter(self._loader)

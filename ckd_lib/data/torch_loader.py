@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from torchvision import transforms as T
 
 from .dataset import ImageDataset
+from .epochs import EpochCounter
 from .seeding import epoch_seed, splitmix64
 
 ORDER_STREAM = 1  # random stream of the permutation within (seed, epoch)
@@ -85,7 +86,7 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
-class TorchLoader:
+class TorchLoader(EpochCounter):
     """DataLoader-based loader with the interface of :class:`~ckd_lib.data.GpuLoader`.
 
     Yields CPU tensors (pinned when CUDA is available); the caller moves them to the device.
@@ -112,7 +113,6 @@ class TorchLoader:
         self.num_workers = int(num_workers)
         self.drop_last = bool(drop_last)
         self.device = torch.device("cpu")
-        self._epoch = 0
         self._sampler = EpochSampler(len(dataset), self.train, self.seed)
         # Own generator: DataLoader would otherwise draw its base seed from the global RNG.
         self._generator = torch.Generator()
@@ -128,23 +128,13 @@ class TorchLoader:
             generator=self._generator,
         )
 
-    @property
-    def epoch(self) -> int:
-        """The epoch the next iteration will use."""
-        return self._epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration replay epoch ``epoch`` (order and augmentation)."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self._epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self._loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch = self._epoch
-        self._epoch += 1
+        epoch = self._start_epoch()
         self._sampler.epoch = epoch
         self._generator.manual_seed(epoch_seed(self.seed, epoch, LOADER_STREAM))
         return iter(self._loader)
