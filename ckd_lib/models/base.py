@@ -13,6 +13,8 @@ stage's final ReLU, ``pooled_feat`` the ``[B, D]`` vector the classifier reads.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -61,3 +63,24 @@ class FeatureModel(nn.Module):
     def get_stage_channels(self) -> list[int]:
         """mdistiller's name for :meth:`stage_channels` (kept so ported code runs unchanged)."""
         return self.stage_channels()
+
+
+def init_he_normal_fan_out(model: nn.Module) -> None:
+    """The initialisation RepDistiller's VGG and MobileNetV2 share, applied in module order.
+
+    Convolutions: normal(0, sqrt(2 / (k*k*out_channels))), biases 0; BatchNorm: weight 1, bias 0;
+    Linear: normal(0, 0.01), bias 0. The order of the draws is the modules' order, so a seed gives
+    the same initial weights as their code.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)

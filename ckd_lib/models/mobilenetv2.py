@@ -14,12 +14,10 @@ the key for this model).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 
-from .base import FeatureModel, feature_dict
+from .base import FeatureModel, feature_dict, init_he_normal_fan_out
 from .registry import register
 
 __all__ = ["MobileNetV2", "InvertedResidual"]
@@ -80,18 +78,7 @@ class MobileNetV2(FeatureModel):
         self.avgpool = nn.AvgPool2d(2, ceil_mode=True)
         self._stage_channels = tuple(int(c * width_mult) for c in (32, 24, 32, 96, 320))
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_he_normal_fan_out(self)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         f0 = self.conv1(x)

@@ -10,13 +10,11 @@ blocks (the one after ``block3`` only for 64x64 inputs), global average pooling 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import FeatureModel, feature_dict
+from .base import FeatureModel, feature_dict, init_he_normal_fan_out
 from .registry import register
 
 __all__ = ["VGG", "VGG_CONFIGS"]
@@ -67,18 +65,7 @@ class VGG(FeatureModel):
         self.classifier = nn.Linear(512, num_classes)
         self._stage_channels = tuple(c[-1] for c in cfg)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_he_normal_fan_out(self)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         h = x.shape[2]  # a shape, not data: static under torch.compile
