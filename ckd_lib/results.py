@@ -162,23 +162,3 @@ def load_records(out_dir: str | Path = "results/runs", status: str | None = "com
             record["_path"] = str(path)
             records.append(record)
     return records
-
-
-def records_frame(records: list[dict]):
-    """A pandas DataFrame with one row per run: the fields the report's tables group by."""
-    import pandas as pd
-
-    rows = []
-    for r in records:
-        cfg = r["config"]
-        rows.append({
-            "run_id": r["run_id"], "dataset": cfg["dataset"], "teacher": cfg["teacher"],
-            "student": cfg["student"], "method": cfg["method"], "seed": cfg["seed"],
-            "label": cfg.get("label", ""), "epochs": cfg["epochs"], "schedule": cfg["schedule"],
-            "best_top1": r["best"]["top1"], "best_epoch": r["best"]["epoch"],
-            "last_top1": r["last"]["top1"], "last_top5": r["last"]["top5"],
-            "teacher_top1": (r.get("teacher") or {}).get("test_top1"),
-            "train_seconds": r.get("train_seconds"), "images_per_second":
-                r.get("images_per_second"), "path": r.get("_path"),
-        })
-    return pd.DataFrame(rows)

@@ -8,24 +8,16 @@ to place where, before any training starts.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ckd_lib.models import create_model, load_teacher
+from ckd_lib.models.checkpoint import file_sha256
 
 UNTRAINED = "untrained"
 TORCHVISION = "torchvision"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def torchvision_weights_file(name: str) -> tuple[Path, str, float | None]:
@@ -52,7 +44,7 @@ def load_torchvision_teacher(name: str, num_classes: int) -> tuple[nn.Module, di
                 f"{path.name} exists, or pass teacher_checkpoint=<path to that .pth>") from None
     model = create_model(name, num_classes=num_classes, dataset="imagenet")
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model, {"path": str(path), "sha256": _sha256(path), "stored_accuracy": top1}
+    return model, {"path": str(path), "sha256": file_sha256(path), "stored_accuracy": top1}
 
 
 def build_teacher(name: str, checkpoint: str, num_classes: int, zoo: str, seed: int):

@@ -330,7 +330,7 @@ class GroupTrainer:
             "best": summary(best), "last": summary(last), "epochs_done": len(history),
             "train_seconds": train_seconds, "wall_seconds": self.elapsed,
             "images_per_second": images / train_seconds if train_seconds else None,
-            "provenance": {**results.git_state(), **results.environment(self.device)},
+            "provenance": self.provenance,
         }
 
     def _save_model(self, s: StudentRun) -> None:
@@ -343,6 +343,8 @@ class GroupTrainer:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> list[dict]:
         started = time.perf_counter()
+        # the code and software this run starts with (read once: git is a subprocess)
+        self.provenance = {**results.git_state(), **results.environment(self.device)}
         self._load_data()
         self._load_teacher()
         self.students = [self._build_student(c) for c in self.configs]
