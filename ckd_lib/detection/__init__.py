@@ -1,7 +1,26 @@
-"""Detection distillation on MS-COCO with torchvision Faster/Mask R-CNN.
+"""Detection distillation on MS-COCO with torchvision Faster/Mask R-CNN (the paper's COCO table).
 
-Why a subpackage: detection needs its own data (COCO images with boxes and masks, an iteration-
-based sampler), models and evaluation (pycocotools AP), none of which the classification code
-shares. Modules are imported by name; this file deliberately imports nothing so that importing
-one part does not pull in the others.
+- ``models``: the detectors (ResNet18/50/101 and MobileNetV2 FPN backbones), ``DetectorSpec``.
+- ``convert``: Detectron2 model-zoo checkpoints -> this layout (the R101 teachers).
+- ``distill``: the student's RoI-head logits against the teacher's on the same sampled
+  proposals (CKD, DKD, KD) and ReviewKD on the FPN levels.
+- ``coco``, ``sampler``, ``shapes``: COCO-format data, resumable batches, a generated test set.
+- ``evaluate``: pycocotools box and mask AP.
+- ``config``, ``engine``, ``train``: one run from a recipe, with checkpoints, resume and DDP.
 """
+
+from ckd_lib.detection.config import DetectionConfig
+from ckd_lib.detection.distill import DETECTION_METHODS, DetectionDistiller
+from ckd_lib.detection.engine import evaluate_detector, train_detection
+from ckd_lib.detection.models import DetectorSpec, build_detector, load_detector
+
+__all__ = [
+    "DETECTION_METHODS",
+    "DetectionConfig",
+    "DetectionDistiller",
+    "DetectorSpec",
+    "build_detector",
+    "evaluate_detector",
+    "load_detector",
+    "train_detection",
+]

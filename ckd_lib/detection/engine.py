@@ -1,0 +1,370 @@
+"""The detection training loop: iterations, checkpoints, resume, DDP, COCO evaluation, records.
+
+Same contract as the classification engine (docs/CONTRACTS.md): ``train_detection(config)``
+skips a run whose complete record exists with the same config hash, resumes an interrupted one
+from its last checkpoint (``<out_dir>/_checkpoints/<run_id>.pt``, written atomically every
+``checkpoint_every`` iterations), and ends by writing ``<out_dir>/<run_id>/record.json`` and the
+student's weights ``model_last.pth`` (``{"model", "spec"}``, which ``load_detector`` reads, so a
+trained detector can be the next run's teacher).
+
+Why a resumed run equals an uninterrupted one: iteration i's images, flips and the random
+training size come from (seed, i) only (``TrainingBatches`` and a per-iteration reseed of torch's
+generator, which also drives the RPN and RoI samplers); the optimizer's momentum is in the
+checkpoint. Under torchrun each rank takes its slice of the global batch and the student (plus
+ReviewKD's connectors) is wrapped in DistributedDataParallel; evaluation shards the validation
+images over the ranks and rank 0 scores the gathered predictions with pycocotools.
+
+Schedule: Detectron2's WarmupMultiStepLR (linear warm-up from ``warmup_factor`` x lr over
+``warmup_iterations``, then x ``gamma`` at each milestone). Weight decay is not applied to
+normalisation parameters (Detectron2's WEIGHT_DECAY_NORM = 0). bf16 autocast (CUDA) covers the
+backbones and FPNs only; RPN and RoI heads, box decoding and all losses run in float32, because
+bf16's 8-bit mantissa would put proposal corners several pixels off at 1333-pixel images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ckd_lib import results
+from ckd_lib.detection.coco import CocoDetection, collate_detection
+from ckd_lib.detection.config import DetectionConfig
+from ckd_lib.detection.distill import DetectionDistiller, method_terms
+from ckd_lib.detection.evaluate import METRIC_NAMES, evaluate_predictions
+from ckd_lib.detection.models import (
+    COCO_CATEGORY_IDS,
+    DetectorSpec,
+    build_detector,
+    coco91_to_81,
+    load_backbone_weights,
+    load_detector,
+)
+from ckd_lib.detection.sampler import TrainingBatches
+from ckd_lib.engine.distributed import DistContext, init_distributed
+from ckd_lib.models.checkpoint import file_sha256
+
+__all__ = ["evaluate_detector", "load_teacher_detector", "lr_at", "train_detection"]
+
+_NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
+
+
+def lr_at(config: DetectionConfig, iteration: int) -> float:
+    """The learning rate of (0-based) ``iteration``: Detectron2's WarmupMultiStepLR."""
+    factor = config.gamma ** sum(1 for m in config.milestones if m <= iteration)
+    if iteration < config.warmup_iterations:
+        alpha = iteration / config.warmup_iterations
+        factor *= config.warmup_factor * (1 - alpha) + alpha
+    return config.lr * factor
+
+
+def _step_seed(seed: int, iteration: int, rank: int) -> int:
+    return (seed * 1_000_003 + iteration * 7919 + rank * 104_729) % (2**63 - 1)
+
+
+def _device(config: DetectionConfig, dist: DistContext) -> torch.device:
+    if config.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(config.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={config.device!r} but CUDA is not available here; use "
+                             "'cpu' or 'auto'")
+        if dist.enabled:
+            device = torch.device("cuda", dist.local_rank)
+    return device
+
+
+def load_teacher_detector(config: DetectionConfig, num_classes: int,
+                          category_ids: list[int]) -> tuple[nn.Module, dict]:
+    """The run's teacher and what the record says about it."""
+    source = config.teacher_checkpoint
+    info = {"backbone": config.teacher, "checkpoint": source, "sha256": None}
+    if source == "untrained":
+        torch.manual_seed(_step_seed(config.seed, -1, 0))
+        teacher = build_detector(DetectorSpec(config.teacher, kind=config.kind,
+                                              num_classes=num_classes))
+    elif source == "torchvision":
+        import torchvision.models.detection as tvd
+
+        if list(category_ids) != list(COCO_CATEGORY_IDS):
+            raise ValueError("torchvision's COCO teacher predicts the 80 COCO categories; this "
+                             f"dataset has categories {category_ids}")
+        weights = (tvd.MaskRCNN_ResNet50_FPN_Weights.COCO_V1 if config.kind == "mask_rcnn"
+                   else tvd.FasterRCNN_ResNet50_FPN_Weights.COCO_V1)
+        teacher = build_detector(DetectorSpec("resnet50", kind=config.kind, num_classes=81))
+        teacher.load_state_dict(coco91_to_81(weights.get_state_dict(progress=False)))
+        info["checkpoint"] = f"torchvision:{weights}"
+    else:
+        teacher = load_detector(source)
+        info["sha256"] = file_sha256(source)
+        spec = teacher.spec
+        if spec.backbone != config.teacher or spec.kind != config.kind:
+            raise ValueError(f"teacher checkpoint {source} holds a {spec.kind} {spec.backbone}; "
+                             f"the config asks for a {config.kind} {config.teacher}")
+        if spec.num_classes != num_classes:
+            raise ValueError(f"teacher checkpoint {source} predicts {spec.num_classes} classes "
+                             f"(background included); the dataset has {num_classes}")
+    # The teacher is evaluated at the run's test size, like the student.
+    teacher.transform.min_size = (*teacher.transform.train_min_sizes, config.test_min_size)
+    teacher.transform.max_size = config.max_size
+    info["spec"] = teacher.spec.to_dict()
+    return teacher, info
+
+
+def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            (no_decay if isinstance(module, _NORM_TYPES) else decay).append(p)
+            del name
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _to_device(images, targets, device):
+    images = [im.to(device, non_blocking=True) for im in images]
+    targets = [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v)
+                for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+@torch.no_grad()
+def evaluate_detector(model: nn.Module, dataset: CocoDetection, device: torch.device,
+                      dist: DistContext | None = None, images_per_batch: int = 4,
+                      workers: int = 0) -> dict:
+    """COCO metrics of ``model`` on ``dataset`` (box, and mask for Mask R-CNN), in percent.
+
+    Each rank predicts its shard of the images; rank 0 gathers and scores them, and every rank
+    returns rank 0's metrics. Runs in float32.
+    """
+    dist = dist or DistContext()
+    was_training = model.training
+    model.eval()
+    shard = list(range(dist.rank, len(dataset), dist.world_size))
+    loader = DataLoader(dataset, batch_size=images_per_batch, sampler=shard,
+                        collate_fn=collate_detection, num_workers=workers)
+    predictions: dict[int, dict] = {}
+    for images, targets in loader:
+        outputs = model([im.to(device) for im in images])
+        for target, output in zip(targets, outputs, strict=True):
+            predictions[int(target["image_id"])] = {k: v.cpu() for k, v in output.items()}
+    model.train(was_training)
+    if dist.enabled:
+        gathered: list = [None] * dist.world_size
+        torch_dist.all_gather_object(gathered, predictions)
+        predictions = {k: v for part in gathered for k, v in part.items()}
+    metrics = None
+    if dist.is_main:
+        metrics = evaluate_predictions(dataset, predictions, masks=model.spec.kind == "mask_rcnn")
+        metrics["images"] = len(predictions)
+    return dist.broadcast_object(metrics)
+
+
+def _teacher_metrics(config: DetectionConfig, teacher: nn.Module, info: dict,
+                     val_set: CocoDetection, device: torch.device, dist: DistContext) -> dict:
+    """The teacher's own AP on the validation images, computed once per teacher and data."""
+    key = json.dumps([info["checkpoint"], info["sha256"], config.val_split,
+                              config.val_limit, config.test_min_size, config.max_size,
+                              str(Path(config.data_root).resolve())])
+    cache = Path(config.out_dir) / "_teachers" / (
+        f"{config.teacher}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json")
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    metrics = evaluate_detector(teacher, val_set, device, dist, config.eval_images_per_batch,
+                                config.workers)
+    if dist.is_main:
+        results.atomic_write_json(cache, metrics)
+    return metrics
+
+
+class _Window:
+    """Sums of the logged losses since the last log line (kept on the device: no sync)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.started = time.perf_counter()
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0) + v.detach().float()
+        self.steps += 1
+
+    def entry(self, iteration: int, lr: float, images: int) -> dict:
+        means = {k: float(v) / self.steps for k, v in self.sums.items()}
+        seconds = time.perf_counter() - self.started
+        return {"iteration": iteration, "lr": lr, "loss": sum(means.values()), **means,
+                "seconds": seconds, "images": images * self.steps}
+
+
+def _summary(entry: dict | None) -> dict:
+    if entry is None:
+        return {"iteration": None, **{m: None for m in METRIC_NAMES}}
+    out = {"iteration": entry["iteration"], **{m: entry["bbox"][m] for m in METRIC_NAMES}}
+    if "segm" in entry:
+        out.update({f"mask_{m}": entry["segm"][m] for m in METRIC_NAMES})
+    return out
+
+
+def train_detection(config: DetectionConfig, stop_after: int | None = None) -> dict:
+    """Train (or resume, or skip) one detection run; returns its record.
+
+    ``stop_after``: leave after that many iterations of this call with the checkpoint written
+    and a "running" record (tests use it to interrupt a run deterministically).
+    """
+    config.validate()
+    dist = init_distributed("cuda" if config.device != "cpu" and torch.cuda.is_available()
+                            else "cpu")
+    device = _device(config, dist)
+    out_dir = Path(config.out_dir)
+    run_id, config_hash = config.run_id(), config.config_hash()
+    done = results.completed_record(out_dir, run_id, config_hash)
+    if done is not None:
+        return done
+    log = print if dist.is_main else (lambda *a, **k: None)
+    masks = config.kind == "mask_rcnn"
+    train_set = CocoDetection(config.data_root, config.train_split, train=True, masks=masks,
+                              limit=config.train_limit)
+    val_set = CocoDetection(config.data_root, config.val_split, train=False, masks=masks,
+                            limit=config.val_limit)
+    if list(train_set.category_ids) != list(val_set.category_ids):
+        raise ValueError(f"{config.train_split} and {config.val_split} have different "
+                         "categories")
+    num_classes = len(train_set.category_ids) + 1
+
+    torch.manual_seed(_step_seed(config.seed, -2, 0))
+    student = build_detector(config.student_spec(num_classes))
+    teacher, teacher_info = (None, None)
+    if method_terms(config.method):
+        teacher, teacher_info = load_teacher_detector(config, num_classes,
+                                                      list(train_set.category_ids))
+    distiller = DetectionDistiller(student, teacher, config.method, config.loss).to(device)
+    distiller.amp_dtype = torch.bfloat16 if (config.amp == "bf16" and device.type == "cuda") \
+        else None
+    optimizer = torch.optim.SGD(_parameter_groups(distiller, config.weight_decay), lr=config.lr,
+                                momentum=config.momentum)
+
+    checkpoint_path = out_dir / "_checkpoints" / f"{run_id}.pt"
+    start, train_log, history, elapsed = 0, [], [], 0.0
+    if checkpoint_path.is_file():
+        saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if saved["config_hash"] != config_hash:
+            raise ValueError(f"{checkpoint_path} belongs to another config; delete it to restart")
+        distiller.load_state_dict(saved["distiller"])
+        optimizer.load_state_dict(saved["optimizer"])
+        start, train_log, history = saved["iteration"], saved["train_log"], saved["history"]
+        elapsed = saved["elapsed"]
+        log(f"{run_id}: resumed at iteration {start} from {checkpoint_path}")
+    elif config.student_weights is not None:
+        load_backbone_weights(student, config.student_weights)
+    if teacher_info is not None:
+        teacher_info["metrics"] = _teacher_metrics(config, teacher, teacher_info, val_set,
+                                                   device, dist)
+
+    model = distiller
+    if dist.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            distiller, device_ids=[device.index] if device.type == "cuda" else None)
+    stop = config.iterations if stop_after is None else min(config.iterations,
+                                                            start + stop_after)
+    batches = TrainingBatches(len(train_set), config.images_per_batch, seed=config.seed,
+                              start_iteration=start, stop_iteration=stop, rank=dist.rank,
+                              world_size=dist.world_size)
+    loader = DataLoader(train_set, batch_sampler=batches, collate_fn=collate_detection,
+                        num_workers=config.workers, pin_memory=device.type == "cuda")
+    record_base = {
+        "record_version": results.RECORD_VERSION, "run_id": run_id, "config": config.to_dict(),
+        "config_hash": config_hash, "seed": config.seed, "label": config.label,
+        "task": "detection", "teacher": teacher_info,
+        "data": {"root": str(Path(config.data_root).resolve()), "train": len(train_set),
+                 "val": len(val_set), "categories": list(train_set.category_ids)},
+        "distributed": {"world_size": dist.world_size, "backend": dist.backend,
+                        "images_per_batch": config.images_per_batch,
+                        "per_device_images": config.images_per_batch // dist.world_size},
+        "provenance": {**results.git_state(), **results.environment(device)},
+    }
+
+    def save_checkpoint(iteration: int) -> None:
+        if dist.is_main:
+            results.atomic_torch_save(
+                {"iteration": iteration, "distiller": distiller.state_dict(),
+                 "optimizer": optimizer.state_dict(), "train_log": train_log,
+                 "history": history, "elapsed": elapsed + time.perf_counter() - started,
+                 "config_hash": config_hash}, checkpoint_path)
+        dist.barrier()
+
+    def evaluate(iteration: int) -> None:
+        t0 = time.perf_counter()
+        metrics = evaluate_detector(student, val_set, device, dist,
+                                    config.eval_images_per_batch, config.workers)
+        entry = {"iteration": iteration, "eval_seconds": time.perf_counter() - t0, **metrics}
+        history.append(entry)
+        log(f"{run_id}: iteration {iteration}: box AP {metrics['bbox']['AP']:.2f}"
+            + (f", mask AP {metrics['segm']['AP']:.2f}" if "segm" in metrics else ""))
+
+    started = time.perf_counter()
+    window = _Window()
+    model.train()
+    iteration = start
+    for images, targets in loader:
+        lr = lr_at(config, iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(_step_seed(config.seed, iteration, dist.rank))
+        images, targets = _to_device(images, targets, device)
+        losses = model(images, targets)
+        total = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        window.add(losses)
+        iteration += 1
+        if iteration % config.log_every == 0 or iteration == stop:
+            entry = window.entry(iteration, lr, config.images_per_batch)
+            if not math.isfinite(entry["loss"]):
+                raise FloatingPointError(f"{run_id}: loss is {entry['loss']} at iteration "
+                                         f"{iteration}: {entry}")
+            train_log.append(entry)
+            log(f"{run_id}: iteration {iteration}/{config.iterations} lr {lr:.5f} loss "
+                f"{entry['loss']:.4f} ({entry['images'] / entry['seconds']:.1f} img/s)")
+            window = _Window()
+        if config.eval_every and iteration % config.eval_every == 0 \
+                and iteration < config.iterations:
+            evaluate(iteration)
+        if iteration % config.checkpoint_every == 0 or iteration == stop:
+            save_checkpoint(iteration)
+    if iteration < config.iterations:
+        record = {**record_base, "status": "running", "history": history, "train_log": train_log,
+                  "best": _summary(None), "last": _summary(None), "iterations_done": iteration}
+        if dist.is_main:
+            results.write_record(out_dir, record)
+        return record
+
+    evaluate(iteration)
+    elapsed += time.perf_counter() - started
+    train_seconds = sum(e["seconds"] for e in train_log)
+    images = sum(e["images"] for e in train_log)
+    best = max(history, key=lambda e: e["bbox"]["AP"])
+    record = {**record_base, "status": "complete", "history": history, "train_log": train_log,
+              "best": _summary(best), "last": _summary(history[-1]),
+              "iterations_done": iteration, "train_seconds": train_seconds,
+              "wall_seconds": elapsed,
+              "images_per_second": images / train_seconds if train_seconds else None}
+    if dist.is_main:
+        results.atomic_torch_save({"model": student.state_dict(), "spec": student.spec.to_dict(),
+                                   "run_id": run_id, "box_AP": history[-1]["bbox"]["AP"]},
+                                  out_dir / run_id / "model_last.pth")
+        results.write_record(out_dir, record)
+    dist.barrier()
+    return record
