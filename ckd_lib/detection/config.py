@@ -152,9 +152,12 @@ class DetectionConfig:
         if self.method not in DETECTION_METHODS:
             raise ValueError(f"method {self.method!r} is not one of "
                              f"{', '.join(DETECTION_METHODS)}")
-        if method_terms(self.method) and (self.teacher is None or not self.teacher_checkpoint):
-            raise ValueError(f"method {self.method!r} needs teacher and teacher_checkpoint "
-                             f"(a file, or one of {TEACHER_SOURCES})")
+        if method_terms(self.method) and self.teacher is None:
+            raise ValueError(f"method {self.method!r} needs a teacher (one of "
+                             f"{', '.join(DETECTION_BACKBONES)})")
+        if method_terms(self.method) and check_files and not self.teacher_checkpoint:
+            raise ValueError(f"method {self.method!r} needs teacher_checkpoint (a file, or one "
+                             f"of {TEACHER_SOURCES})")
         if not method_terms(self.method) and self.teacher is not None:
             raise ValueError("method 'baseline' trains the detector alone; set teacher=None")
         resolve_loss_params(self.method, self.loss)

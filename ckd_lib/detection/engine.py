@@ -179,8 +179,10 @@ def _teacher_metrics(config: DetectionConfig, teacher: nn.Module, info: dict,
                               str(Path(config.data_root).resolve())])
     cache = Path(config.out_dir) / "_teachers" / (
         f"{config.teacher}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json")
-    if cache.is_file():
-        return json.loads(cache.read_text())
+    cached = dist.broadcast_object(json.loads(cache.read_text()) if dist.is_main
+                                   and cache.is_file() else None)
+    if cached is not None:
+        return cached
     metrics = evaluate_detector(teacher, val_set, device, dist, config.eval_images_per_batch,
                                 config.workers)
     if dist.is_main:
@@ -229,7 +231,9 @@ def train_detection(config: DetectionConfig, stop_after: int | None = None) -> d
     device = _device(config, dist)
     out_dir = Path(config.out_dir)
     run_id, config_hash = config.run_id(), config.config_hash()
-    done = results.completed_record(out_dir, run_id, config_hash)
+    # Decisions that read files are rank 0's, shared, so ranks never take different paths.
+    done = dist.broadcast_object(results.completed_record(out_dir, run_id, config_hash)
+                                 if dist.is_main else None)
     if done is not None:
         return done
     log = print if dist.is_main else (lambda *a, **k: None)
@@ -257,7 +261,7 @@ def train_detection(config: DetectionConfig, stop_after: int | None = None) -> d
 
     checkpoint_path = out_dir / "_checkpoints" / f"{run_id}.pt"
     start, train_log, history, elapsed = 0, [], [], 0.0
-    if checkpoint_path.is_file():
+    if dist.broadcast_object(checkpoint_path.is_file() if dist.is_main else None):
         saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
         if saved["config_hash"] != config_hash:
             raise ValueError(f"{checkpoint_path} belongs to another config; delete it to restart")

@@ -71,7 +71,8 @@ class DetectorSpec:
     one at random, as Detectron2's ResizeShortestEdge does); evaluation resizes to
     ``test_min_size``. ``trainable_layers``: backbone stages left trainable (3 = Detectron2's
     FREEZE_AT 2: stem and first stage frozen). BatchNorm in the backbone is frozen, as in
-    Detectron2's FrozenBN.
+    Detectron2's FrozenBN. ``rpn_post_nms_top_n_train``: proposals kept per image after the
+    RPN's NMS in training; Detectron2's FPN recipes (the paper's) keep 1000, torchvision 2000.
     """
 
     backbone: str
@@ -86,6 +87,7 @@ class DetectorSpec:
     stride_in_1x1: bool = False
     roi_align_aligned: bool = False
     roi_sampling_ratio: int = 2
+    rpn_post_nms_top_n_train: int = 1000
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -106,6 +108,13 @@ class DetectorSpec:
         if self.stride_in_1x1 and self.backbone not in ("resnet50", "resnet101"):
             raise ValueError("stride_in_1x1 applies to bottleneck ResNets (resnet50, resnet101) "
                              f"only; got backbone {self.backbone!r}")
+        for name in ("test_min_size", "max_size", "rpn_post_nms_top_n_train"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        if not isinstance(self.roi_sampling_ratio, int) or self.roi_sampling_ratio < 0:
+            raise ValueError(f"roi_sampling_ratio must be an int >= 0 (0 = adaptive); got "
+                             f"{self.roi_sampling_ratio!r}")
         object.__setattr__(self, "train_min_sizes", tuple(int(s) for s in self.train_min_sizes))
         object.__setattr__(self, "image_mean", tuple(float(v) for v in self.image_mean))
         object.__setattr__(self, "image_std", tuple(float(v) for v in self.image_std))
@@ -225,7 +234,8 @@ def build_detector(spec: DetectorSpec | str, **overrides) -> FasterRCNN:
         backbone = _resnet_backbone(spec, norm_layer)
     common = dict(num_classes=spec.num_classes, min_size=spec.train_min_sizes,
                   max_size=spec.max_size, image_mean=list(spec.image_mean),
-                  image_std=list(spec.image_std), box_roi_pool=_pooler(spec, 7))
+                  image_std=list(spec.image_std), box_roi_pool=_pooler(spec, 7),
+                  rpn_post_nms_top_n_train=spec.rpn_post_nms_top_n_train)
     if spec.kind == "mask_rcnn":
         model = MaskRCNN(backbone, mask_roi_pool=_pooler(spec, 14), **common)
     else:

@@ -18,6 +18,7 @@ is not recomputed (its record is returned).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 import yaml
@@ -29,6 +30,9 @@ from ckd_lib.train import parse_overrides
 def build_config(args: argparse.Namespace) -> DetectionConfig:
     overrides = parse_overrides(args.set or [])
     if args.config:
+        if args.iterations is not None:
+            raise ValueError("--iterations rescales a recipe's schedule and applies to --recipe "
+                             "only; with --config set iterations and milestones in the file")
         with open(args.config) as handle:
             data = yaml.safe_load(handle)
         if not isinstance(data, dict):
@@ -39,9 +43,14 @@ def build_config(args: argparse.Namespace) -> DetectionConfig:
     teacher, student, method = args.recipe
     teacher = None if teacher.lower() in ("none", "-") else teacher
     loss = overrides.pop("loss", None)
+    # Fields that name the cell itself are applied after the recipe is read, so a bad value
+    # reaches validate() (which names the accepted ones) instead of clashing with the cell.
+    late = {k: overrides.pop(k) for k in ("student", "teacher", "method", "iterations")
+            if k in overrides}
     config = DetectionConfig.from_recipe(teacher, student, method, iterations=args.iterations,
                                          data_root=overrides.pop("data_root", "datasets/coco"),
                                          **overrides)
+    config = dataclasses.replace(config, **late)
     if loss:
         config.loss.update(loss)
     return config
@@ -75,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 
     record = train_detection(config)
     last = record["last"]
-    print(f"{record['run_id']}: {record['status']}, box AP {last['AP']}")
+    ap = "n/a" if last["AP"] is None else f"{last['AP']:.2f}"
+    print(f"{record['run_id']}: {record['status']}, box AP {ap}")
     return 0
 
 
