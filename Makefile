@@ -9,7 +9,7 @@ STUDY = $(PYTHON) -m ckd_lib.study --profile $(PROFILE) $(if $(DEVICES),--device
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test lint reproduce bench clean notebooks environment teachers same-arch \
-	cross-arch ablations budget efficiency visualisations imagenet report
+	cross-arch ablations budget efficiency visualisations imagenet coco coco-demo report
 
 help: ## List the targets with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -54,6 +54,12 @@ visualisations: setup ## Only t-SNE, correlation heatmaps, training curves (60)
 	$(STUDY) --only 60_visualisations
 imagenet: setup ## The ImageNet profile (70, torchrun over the GPUs, then its report)
 	$(PYTHON) -m ckd_lib.study --profile imagenet
+
+coco: setup ## The MS-COCO profile (80, torchrun over the GPUs, then its report)
+	$(PYTHON) -m ckd_lib.study --profile coco
+
+coco-demo: setup ## The COCO pipeline on generated shapes, on the CPU, then its report
+	$(PYTHON) -m ckd_lib.study --profile coco_demo
 report: setup ## Only rebuild results/report.html from the records (90)
 	$(STUDY) --only 90_report
 

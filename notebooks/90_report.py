@@ -25,6 +25,7 @@ from IPython.display import HTML, Image, display
 
 from ckd_lib.report import figures, prepare
 from ckd_lib.report import html as fragments
+from ckd_lib.report.detection import detection_frame, detection_html, detection_table
 
 # %% tags=["parameters"]
 profile: str = "demo"  # the profile whose run records are reported (results/<profile>/runs)
@@ -125,6 +126,12 @@ if others:
     display(HTML('<h3 class="ckd-h">Other figures the notebooks wrote</h3>'))
 for path in others:
     display(HTML(fragments.artifact_html(study, path)), Image(filename=str(path)))
+
+# %% [markdown]
+# ## MS-COCO detection
+
+# %%
+display(HTML(detection_html(detection_table(detection_frame(results_dir, profile)))))
 
 # %% [markdown]
 # ## Published numbers for these pairs

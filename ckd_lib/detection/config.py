@@ -92,6 +92,7 @@ class DetectionConfig:
     train_min_sizes: tuple[int, ...] = TRAIN_MIN_SIZES
     test_min_size: int = TEST_MIN_SIZE
     max_size: int = MAX_SIZE
+    roi_batch_per_image: int = 512
     train_split: str = "train2017"
     val_split: str = "val2017"
     train_limit: int | None = None
@@ -127,6 +128,9 @@ class DetectionConfig:
             if iterations <= 0:
                 raise ValueError(f"iterations must be positive; got {iterations!r}")
             steps = tuple(max(1, round(s * iterations / total)) for s in steps)
+            if iterations < total:  # a shortened schedule warms up in proportion
+                overrides.setdefault("warmup_iterations", max(
+                    1, round(cls.warmup_iterations * iterations / total)))
             total = iterations
         values = dict(
             student=backbone_name(student),
@@ -164,7 +168,8 @@ class DetectionConfig:
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp {self.amp!r} is not one of {', '.join(AMP_MODES)}")
         for name in ("iterations", "images_per_batch", "warmup_iterations", "checkpoint_every",
-                     "log_every", "eval_images_per_batch", "test_min_size", "max_size"):
+                     "log_every", "eval_images_per_batch", "test_min_size", "max_size",
+                     "roi_batch_per_image"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0 or (
                     value == 0 and name != "warmup_iterations"):
@@ -201,9 +206,15 @@ class DetectionConfig:
 
     # -- identity ---------------------------------------------------------------------------
     def student_spec(self, num_classes: int) -> DetectorSpec:
+        """The student's detector; trained from scratch (no student_weights) its backbone gets
+        trainable BatchNorm and no frozen stages, as torchvision does without weights."""
+        scratch = self.student_weights is None
         return DetectorSpec(backbone=self.student, kind=self.kind, num_classes=num_classes,
+                            backbone_norm="bn" if scratch else "frozen_bn",
+                            trainable_layers=5 if scratch else 3,
                             train_min_sizes=self.train_min_sizes,
-                            test_min_size=self.test_min_size, max_size=self.max_size)
+                            test_min_size=self.test_min_size, max_size=self.max_size,
+                            roi_batch_per_image=self.roi_batch_per_image)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
@@ -48,6 +49,7 @@ __all__ = [
 
 DETECTION_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2")
 DETECTOR_KINDS = ("faster_rcnn", "mask_rcnn")
+BACKBONE_NORMS = ("frozen_bn", "bn")
 # torchvision's (and ImageNet's) RGB statistics on images scaled to [0, 1].
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)
 TORCHVISION_STD = (0.229, 0.224, 0.225)
@@ -73,6 +75,11 @@ class DetectorSpec:
     FREEZE_AT 2: stem and first stage frozen). BatchNorm in the backbone is frozen, as in
     Detectron2's FrozenBN. ``rpn_post_nms_top_n_train``: proposals kept per image after the
     RPN's NMS in training; Detectron2's FPN recipes (the paper's) keep 1000, torchvision 2000.
+    ``roi_batch_per_image``: proposals the RoI head samples per training image (512 in both;
+    smaller only for CPU demos). ``backbone_norm``: "frozen_bn" for a pretrained backbone
+    (Detectron2 and torchvision alike); "bn" (trainable BatchNorm, torchvision's choice) when a
+    backbone is trained from scratch, where identity-initialised frozen BN lets activations grow
+    layer by layer and training diverges.
     """
 
     backbone: str
@@ -88,6 +95,8 @@ class DetectorSpec:
     roi_align_aligned: bool = False
     roi_sampling_ratio: int = 2
     rpn_post_nms_top_n_train: int = 1000
+    roi_batch_per_image: int = 512
+    backbone_norm: str = "frozen_bn"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -103,12 +112,16 @@ class DetectorSpec:
         if not self.train_min_sizes or any(int(s) <= 0 for s in self.train_min_sizes):
             raise ValueError(f"train_min_sizes must be positive ints; got "
                              f"{self.train_min_sizes!r}")
+        if self.backbone_norm not in BACKBONE_NORMS:
+            raise ValueError(f"backbone_norm {self.backbone_norm!r} is not one of "
+                             f"{', '.join(BACKBONE_NORMS)}")
         if not 0 <= self.trainable_layers <= 5:
             raise ValueError(f"trainable_layers must be in 0..5; got {self.trainable_layers!r}")
         if self.stride_in_1x1 and self.backbone not in ("resnet50", "resnet101"):
             raise ValueError("stride_in_1x1 applies to bottleneck ResNets (resnet50, resnet101) "
                              f"only; got backbone {self.backbone!r}")
-        for name in ("test_min_size", "max_size", "rpn_post_nms_top_n_train"):
+        for name in ("test_min_size", "max_size", "rpn_post_nms_top_n_train",
+                     "roi_batch_per_image"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
@@ -227,7 +240,7 @@ def build_detector(spec: DetectorSpec | str, **overrides) -> FasterRCNN:
         spec = DetectorSpec(backbone=spec, **overrides)
     elif overrides:
         spec = spec.replace(**overrides)
-    norm_layer = FrozenBatchNorm2d
+    norm_layer = FrozenBatchNorm2d if spec.backbone_norm == "frozen_bn" else nn.BatchNorm2d
     if spec.backbone == "mobilenet_v2":
         backbone = _mobilenet_v2_backbone(spec, norm_layer)
     else:
@@ -235,7 +248,8 @@ def build_detector(spec: DetectorSpec | str, **overrides) -> FasterRCNN:
     common = dict(num_classes=spec.num_classes, min_size=spec.train_min_sizes,
                   max_size=spec.max_size, image_mean=list(spec.image_mean),
                   image_std=list(spec.image_std), box_roi_pool=_pooler(spec, 7),
-                  rpn_post_nms_top_n_train=spec.rpn_post_nms_top_n_train)
+                  rpn_post_nms_top_n_train=spec.rpn_post_nms_top_n_train,
+                  box_batch_size_per_image=spec.roi_batch_per_image)
     if spec.kind == "mask_rcnn":
         model = MaskRCNN(backbone, mask_roi_pool=_pooler(spec, 14), **common)
     else:

@@ -1,0 +1,161 @@
+"""The report's MS-COCO table, read from the detection run records of one profile.
+
+Rows are (detector kind, teacher -> student); columns the teacher's own AP (measured by the
+engine on the same validation images, stored in every distillation record), the student alone
+(``baseline``) and each distillation method. Every cell gives box AP mean ± std over seeds with
+n, AP50 / AP75 / APs / APm / APl, mask AP for Mask R-CNN, the iterations, and links to the run
+records — nothing else: there is no published COCO number in ``literature.csv`` to show beside
+it, and the CKD paper's own numbers are the user's to supply (``results/paper_numbers.csv``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+
+import pandas as pd
+
+from ckd_lib.detection.evaluate import METRIC_NAMES
+from ckd_lib.report.collect import relative_path
+from ckd_lib.results import load_records
+from ckd_lib.study.paths import resolve
+
+__all__ = ["DetectionTable", "detection_frame", "detection_html", "detection_table"]
+
+METHOD_ORDER = ("baseline", "KD", "DKD", "CKD", "ReviewKD", "ReviewKD+KD", "ReviewKD+DKD",
+                "ReviewKD+CKD")
+SHORT = {"resnet18": "R18", "resnet34": "R34", "resnet50": "R50", "resnet101": "R101",
+         "mobilenet_v2": "MobileNetV2"}
+
+
+def detection_frame(results_dir: str | Path, profile: str) -> pd.DataFrame:
+    """One row per complete detection run of ``results/<profile>/detection``."""
+    results_dir = resolve(results_dir)
+    folder = results_dir / profile / "detection"
+    rows = []
+    for record in load_records(folder):
+        if record.get("task") != "detection":
+            continue
+        config, last = record["config"], record["last"]
+        teacher = record.get("teacher") or {}
+        metrics = teacher.get("metrics") or {}
+        row = {"run_id": record["run_id"], "label": record.get("label", ""),
+               "kind": config["kind"], "teacher": config.get("teacher"),
+               "student": config["student"], "method": config["method"],
+               "iterations": config["iterations"], "seed": config["seed"],
+               "images_per_batch": config["images_per_batch"],
+               "link": relative_path(record["_path"], results_dir),
+               "teacher_checkpoint": teacher.get("checkpoint"),
+               "teacher_AP": (metrics.get("bbox") or {}).get("AP")}
+        row.update({m: last.get(m) for m in METRIC_NAMES})
+        row.update({f"mask_{m}": last.get(f"mask_{m}") for m in METRIC_NAMES})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class DetectionCell:
+    runs: pd.DataFrame
+
+    def stat(self, column: str) -> tuple[float, float, int]:
+        values = [v for v in self.runs[column] if v is not None and not _nan(v)]
+        if not values:
+            return math.nan, math.nan, 0
+        series = pd.Series(values, dtype=float)
+        return float(series.mean()), float(series.std()) if len(values) > 1 else math.nan, \
+            len(values)
+
+
+@dataclass
+class DetectionRow:
+    kind: str
+    teacher: str | None
+    student: str
+    cells: dict[str, DetectionCell] = field(default_factory=dict)
+    teacher_ap: list[float] = field(default_factory=list)
+
+
+@dataclass
+class DetectionTable:
+    rows: list[DetectionRow]
+    methods: list[str]
+
+
+def _nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def detection_table(frame: pd.DataFrame) -> DetectionTable:
+    """Group the runs into pair rows; the baseline of a student appears in each of its pairs."""
+    if frame.empty:
+        return DetectionTable([], [])
+    students = frame[frame["label"] != "coco teacher"]
+    distilled = students[students["method"] != "baseline"]
+    pairs = sorted({(r.kind, r.teacher, r.student) for r in distilled.itertuples()},
+                   key=lambda p: (p[0], p[1] or "", p[2]))
+    baselines = students[students["method"] == "baseline"]
+    # a student trained alone with no distillation partner still gets a row
+    pairs += sorted({(r.kind, None, r.student) for r in baselines.itertuples()
+                     if not any(p[0] == r.kind and p[2] == r.student for p in pairs)})
+    rows = []
+    for kind, teacher, student in pairs:
+        row = DetectionRow(kind, teacher, student)
+        base = baselines[(baselines["kind"] == kind) & (baselines["student"] == student)]
+        if not base.empty:
+            row.cells["baseline"] = DetectionCell(base)
+        mine = distilled[(distilled["kind"] == kind) & (distilled["teacher"] == teacher)
+                         & (distilled["student"] == student)]
+        for method, runs in mine.groupby("method"):
+            row.cells[method] = DetectionCell(runs)
+        row.teacher_ap = sorted({v for v in mine["teacher_AP"] if v is not None and not _nan(v)})
+        rows.append(row)
+    methods = [m for m in METHOD_ORDER if any(m in r.cells for r in rows)]
+    return DetectionTable(rows, methods)
+
+
+def _num(value: float) -> str:
+    return "–" if value is None or _nan(value) else f"{value:.2f}"
+
+
+def _cell_html(cell: DetectionCell | None, masks: bool) -> str:
+    if cell is None:
+        return '<td class="ckd-empty">–</td>'
+    mean, std, n = cell.stat("AP")
+    text = f"<b>{_num(mean)}</b>" + (f" ± {_num(std)}" if not _nan(std) else "") + f" (n={n})"
+    details = " · ".join(f"{m} {_num(cell.stat(m)[0])}" for m in METRIC_NAMES[1:])
+    html = f'{text}<div class="ckd-s">{escape(details)}</div>'
+    if masks:
+        html += f'<div class="ckd-s">mask AP {_num(cell.stat("mask_AP")[0])}</div>'
+    iterations = sorted(set(int(i) for i in cell.runs["iterations"]))
+    html += f'<div class="ckd-s">{", ".join(f"{i:,}" for i in iterations)} iterations</div>'
+    links = " ".join(f'<a class="ckd-run" href="{escape(r.link)}" title="{escape(r.run_id)}">'
+                     f"s{r.seed}</a>" for r in cell.runs.itertuples())
+    return f'<td>{html}<div class="ckd-r">runs: {links}</div></td>'
+
+
+def detection_html(table: DetectionTable, level: int = 2) -> str:
+    title = f'<h{level} class="ckd-h">MS-COCO detection (box AP, val)</h{level}>'
+    if not table.rows:
+        return (title + '<div class="ckd-note">No COCO runs in this profile. Run the COCO '
+                "notebook (<code>make coco</code> with COCO 2017 on disk, or "
+                "<code>make coco-demo</code> on generated shapes).</div>")
+    head = "<th>detector</th><th>pair</th><th>teacher</th>" + "".join(
+        f"<th>{'student alone' if m == 'baseline' else escape(m)}</th>" for m in table.methods)
+    body = []
+    for row in table.rows:
+        masks = row.kind == "mask_rcnn"
+        pair = (f"{SHORT.get(row.teacher, row.teacher)} → " if row.teacher else "") + \
+            SHORT.get(row.student, row.student)
+        teacher = ", ".join(_num(v) for v in row.teacher_ap) or "–"
+        tds = [f"<td>{'Mask' if masks else 'Faster'} R-CNN FPN</td>",
+               f'<td class="ckd-pair">{escape(pair)}</td>', f"<td>{escape(teacher)}</td>"]
+        tds += [_cell_html(row.cells.get(m), masks) for m in table.methods]
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    note = ('<div class="ckd-note">Box AP (COCO, IoU 0.50:0.95) of the last iteration, mean ± '
+            "std over seeds and n; then AP50, AP75 and AP for small, medium and large objects "
+            "(means). The teacher column is the teacher's own AP on the same images, measured "
+            "by the engine. Links open each run's record.</div>")
+    return (title + note + f'<table class="ckd"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")
