@@ -25,7 +25,12 @@ from IPython.display import HTML, Image, display
 
 from ckd_lib.report import figures, prepare
 from ckd_lib.report import html as fragments
-from ckd_lib.report.detection import detection_frame, detection_html, detection_table
+from ckd_lib.report.detection import (
+    detection_banner_html,
+    detection_frame,
+    detection_html,
+    detection_table,
+)
 
 # %% tags=["parameters"]
 profile: str = "demo"  # the profile whose run records are reported (results/<profile>/runs)
@@ -35,8 +40,12 @@ paper_numbers_csv: str = ""  # CKD paper's own numbers ("": <results_dir>/paper_
 # %%
 report = prepare(profile, results_dir, paper_numbers_csv)
 study, tables = report.study, report.tables
-display(HTML(fragments.banner_html(study)))
-display(HTML(fragments.overview_html(study, tables)))
+coco_runs = detection_frame(results_dir, profile)
+if not study.frame.empty or coco_runs.empty:
+    display(HTML(fragments.banner_html(study)))
+display(HTML(detection_banner_html(coco_runs)))
+if not study.frame.empty or coco_runs.empty:
+    display(HTML(fragments.overview_html(study, tables)))
 if study.paper.error:
     display(HTML(f'<div class="ckd-note ckd-neg">{escape(study.paper.error)}</div>'))
 summary_path = report.write_summary()
@@ -127,11 +136,8 @@ if others:
 for path in others:
     display(HTML(fragments.artifact_html(study, path)), Image(filename=str(path)))
 
-# %% [markdown]
-# ## MS-COCO detection
-
 # %%
-display(HTML(detection_html(detection_table(detection_frame(results_dir, profile)))))
+display(HTML(detection_html(detection_table(coco_runs), profile=profile, frame=coco_runs)))
 
 # %% [markdown]
 # ## Published numbers for these pairs

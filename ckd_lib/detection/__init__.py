@@ -9,10 +9,16 @@
 - ``config``, ``engine``, ``train``: one run from a recipe, with checkpoints, resume and DDP.
 """
 
-from ckd_lib.detection.config import DetectionConfig
-from ckd_lib.detection.distill import DETECTION_METHODS, DetectionDistiller
-from ckd_lib.detection.engine import evaluate_detector, train_detection
-from ckd_lib.detection.models import DetectorSpec, build_detector, load_detector
+import warnings
+
+# The engine imports the classification engine's package, whose tqdm.auto warns in every kernel
+# without ipywidgets; the detection engine prints log lines, so the warning is noise here.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+from ckd_lib.detection.config import DetectionConfig  # noqa: E402
+from ckd_lib.detection.distill import DETECTION_METHODS, DetectionDistiller  # noqa: E402
+from ckd_lib.detection.engine import evaluate_detector, train_detection  # noqa: E402
+from ckd_lib.detection.models import DetectorSpec, build_detector, load_detector  # noqa: E402
 
 __all__ = [
     "DETECTION_METHODS",

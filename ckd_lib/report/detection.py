@@ -17,12 +17,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from ckd_lib.detection.config import DetectionConfig
 from ckd_lib.detection.evaluate import METRIC_NAMES
+from ckd_lib.detection.models import COCO_CATEGORY_IDS, MAX_SIZE, TEST_MIN_SIZE, TRAIN_MIN_SIZES
 from ckd_lib.report.collect import relative_path
+from ckd_lib.report.html import CSS
 from ckd_lib.results import load_records
 from ckd_lib.study.paths import resolve
 
-__all__ = ["DetectionTable", "detection_frame", "detection_html", "detection_table"]
+__all__ = ["DetectionTable", "departures", "detection_banner_html", "detection_frame",
+           "detection_html", "detection_table"]
 
 METHOD_ORDER = ("baseline", "KD", "DKD", "CKD", "ReviewKD", "ReviewKD+KD", "ReviewKD+DKD",
                 "ReviewKD+CKD")
@@ -48,11 +52,66 @@ def detection_frame(results_dir: str | Path, profile: str) -> pd.DataFrame:
                "images_per_batch": config["images_per_batch"],
                "link": relative_path(record["_path"], results_dir),
                "teacher_checkpoint": teacher.get("checkpoint"),
-               "teacher_AP": (metrics.get("bbox") or {}).get("AP")}
+               "teacher_AP": (metrics.get("bbox") or {}).get("AP"),
+               "commit": record["provenance"].get("commit"),
+               "dirty": record["provenance"].get("dirty"),
+               "device": record["provenance"].get("device_name"),
+               "torch": record["provenance"].get("torch")}
+        row["departures"] = departures(record)
         row.update({m: last.get(m) for m in METRIC_NAMES})
         row.update({f"mask_{m}": last.get(f"mask_{m}") for m in METRIC_NAMES})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def departures(record: dict) -> list[str]:
+    """How a detection run differs from the paper's setting (empty: it is the paper's)."""
+    config = record["config"]
+    out = []
+    if list(record.get("data", {}).get("categories", [])) != list(COCO_CATEGORY_IDS):
+        out.append("not COCO's 80 categories (generated or other data)")
+    if config.get("train_limit") or config.get("val_limit"):
+        out.append("image subsets")
+    if tuple(config["train_min_sizes"]) != TRAIN_MIN_SIZES or \
+            (config["test_min_size"], config["max_size"]) != (TEST_MIN_SIZE, MAX_SIZE):
+        out.append("smaller images")
+    if config.get("student_weights") is None:
+        out.append("students from scratch (no ImageNet backbone)")
+    if config.get("teacher_checkpoint") == "untrained":
+        out.append("UNTRAINED teacher")
+    recipe = config.get("recipe", "")
+    if recipe.count(":") == 3:
+        _, teacher, student, method = recipe.split(":")
+        try:
+            published = DetectionConfig.from_recipe(teacher or None, student, method,
+                                                    data_root=".")
+        except ValueError:
+            published = None
+        if published is not None:
+            if config["iterations"] < published.iterations:
+                out.append("shortened schedules")
+            if config["images_per_batch"] != published.images_per_batch:
+                out.append("another batch size")
+            if published.student != config["student"] or (
+                    published.teacher and published.teacher != config.get("teacher")):
+                out.append("stand-in backbones")
+    return out
+
+
+def detection_banner_html(frame: pd.DataFrame) -> str:
+    """One line above the report when it holds COCO runs: the paper's setting or not."""
+    if frame.empty:
+        return ""
+    found = sorted({d for ds in frame["departures"] for d in ds})
+    if found:
+        text = ("MS-COCO runs NOT in the paper's setting (" + "; ".join(found) + ") — their APs "
+                "are not the paper's COCO results")
+        cls = "ckd-banner"
+    else:
+        text = "MS-COCO runs with the published recipes"
+        cls = "ckd-banner ckd-full"
+    return (CSS + f'<div class="ckd-report"><div class="{cls}" role="alert">'
+            f'<div class="ckd-headline">{escape(text)}</div></div></div>')
 
 
 @dataclass
@@ -135,7 +194,10 @@ def _cell_html(cell: DetectionCell | None, masks: bool) -> str:
     return f'<td>{html}<div class="ckd-r">runs: {links}</div></td>'
 
 
-def detection_html(table: DetectionTable, level: int = 2) -> str:
+def detection_html(table: DetectionTable, level: int = 2, profile: str | None = None,
+                   frame: pd.DataFrame | None = None) -> str:
+    """The table; with ``frame`` also where its runs come from, with ``profile`` how to remake
+    it."""
     title = f'<h{level} class="ckd-h">MS-COCO detection (box AP, val)</h{level}>'
     if not table.rows:
         return (title + '<div class="ckd-note">No COCO runs in this profile. Run the COCO '
@@ -157,5 +219,19 @@ def detection_html(table: DetectionTable, level: int = 2) -> str:
             "std over seeds and n; then AP50, AP75 and AP for small, medium and large objects "
             "(means). The teacher column is the teacher's own AP on the same images, measured "
             "by the engine. Links open each run's record.</div>")
-    return (title + note + f'<table class="ckd"><thead><tr>{head}</tr></thead>'
+    html = (title + note + f'<table class="ckd"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>")
+    if frame is not None and not frame.empty:
+        commits = sorted({f"{c}{' (dirty)' if d else ''}" for c, d
+                          in zip(frame["commit"], frame["dirty"], strict=True) if c})
+        devices = sorted({str(d) for d in frame["device"] if d})
+        html += (f'<div class="ckd-note">{len(frame)} COCO run records (teachers trained here '
+                 f"included) under {escape(profile or '')}/detection; code "
+                 f"{escape(', '.join(commits) or 'unknown')}; devices "
+                 f"{escape(', '.join(devices) or 'unknown')}.</div>")
+    if profile:
+        make = {"coco": "make coco", "coco_demo": "make coco-demo"}.get(
+            profile, f"make reproduce PROFILE={profile}")
+        html += (f'<div class="ckd-note">Made by: {escape(make)} or python -m ckd_lib.study '
+                 f"--profile {escape(profile)} --only 80_coco</div>")
+    return html
