@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import jupytext
 import nbformat
+import pandas as pd
 import papermill
 import pytest
 
+from ckd_lib.detection.config import DetectionConfig
+from ckd_lib.detection.models import COCO_CATEGORY_IDS
 from ckd_lib.detection.shapes import make_shapes_dataset
-from ckd_lib.report.detection import detection_frame, detection_html, detection_table
+from ckd_lib.report.detection import (
+    departures,
+    detection_banner_html,
+    detection_frame,
+    detection_html,
+    detection_table,
+)
 from ckd_lib.study import StudyPaths
 from ckd_lib.study.coco import plan_students, plan_teachers
 from ckd_lib.study.paths import notebooks_dir
@@ -85,3 +94,20 @@ def test_coco_notebook_trains_teacher_then_students_and_the_report_shows_them(tm
     text = executed.read_text()
     assert "NOT THE PAPER&#x27;S SETTING" in text or "NOT THE PAPER'S SETTING" in text
     assert "MS-COCO detection" in text
+
+
+def test_the_report_says_whether_coco_runs_are_the_papers_setting():
+    paper = DetectionConfig.from_recipe("R101", "R18", "ReviewKD+CKD", data_root="data/coco",
+                                        teacher_checkpoint="r101.pth")
+    record = {"config": paper.to_dict(), "data": {"categories": list(COCO_CATEGORY_IDS)}}
+    assert departures(record) == []
+    short = DetectionConfig.from_recipe("R101", "R18", "ReviewKD+CKD", data_root="data/coco",
+                                        teacher_checkpoint="untrained", iterations=1000,
+                                        student_weights=None, val_limit=50)
+    found = departures({"config": short.to_dict(), "data": {"categories": [1, 3, 7]}})
+    assert found == ["not COCO's 80 categories (generated or other data)", "image subsets",
+                     "students from scratch (no ImageNet backbone)", "UNTRAINED teacher",
+                     "shortened schedules"]
+    assert "published recipes" in detection_banner_html(pd.DataFrame({"departures": [[]]}))
+    assert "NOT in the paper's setting (UNTRAINED teacher)" in detection_banner_html(
+        pd.DataFrame({"departures": [[], ["UNTRAINED teacher"]]})).replace("&#x27;", "'")
