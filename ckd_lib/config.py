@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from ckd_lib.fields import check_known_fields
+
 METHODS = ("CE", "KD", "DKD", "CKD", "CKD+ReviewKD", "KD+CKD")
 DATASETS = ("cifar100", "cifar10", "fashion_mnist", "synthetic", "imagenet", "places365")
 # Full-resolution datasets read from image folders; they use the ImageNet model zoo.
@@ -106,10 +108,7 @@ class RunConfig:
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown config field(s) {unknown}; accepted: {sorted(names)}")
+        check_known_fields(cls, data, "config field(s)", ConfigError)
         if "student" not in data:
             raise ConfigError("config needs a 'student' model name")
         return cls(**data)

@@ -15,7 +15,6 @@ is also how the matched-budget comparison (every method at the same iterations) 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
@@ -31,6 +30,7 @@ from ckd_lib.detection.models import (
     TRAIN_MIN_SIZES,
     DetectorSpec,
 )
+from ckd_lib.fields import check_known_fields, plain_dict
 
 __all__ = ["BACKBONE_ALIASES", "DetectionConfig", "parse_iteration_schedule"]
 
@@ -217,18 +217,11 @@ class DetectionConfig:
                             roi_batch_per_image=self.roi_batch_per_image)
 
     def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["milestones"] = list(self.milestones)
-        out["train_min_sizes"] = list(self.train_min_sizes)
-        return out
+        return plain_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> DetectionConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DetectionConfig fields {unknown}; accepted: "
-                             f"{sorted(known)}")
+        check_known_fields(cls, data, "DetectionConfig fields")
         return cls(**data)
 
     def config_hash(self) -> str:

@@ -34,6 +34,8 @@ from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.poolers import _filter_input, _setup_scales
 
+from ckd_lib.fields import check_known_fields, plain_dict
+
 __all__ = [
     "COCO_CATEGORY_IDS",
     "DETECTION_BACKBONES",
@@ -133,18 +135,11 @@ class DetectorSpec:
         object.__setattr__(self, "image_std", tuple(float(v) for v in self.image_std))
 
     def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["train_min_sizes"] = list(self.train_min_sizes)
-        out["image_mean"] = list(self.image_mean)
-        out["image_std"] = list(self.image_std)
-        return out
+        return plain_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> DetectorSpec:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DetectorSpec fields {unknown}; accepted: {sorted(known)}")
+        check_known_fields(cls, data, "DetectorSpec fields")
         values = dict(data)
         for key in ("train_min_sizes", "image_mean", "image_std"):
             if key in values:
