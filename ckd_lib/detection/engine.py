@@ -11,7 +11,9 @@ Why a resumed run equals an uninterrupted one: iteration i's images, flips and t
 training size come from (seed, i) only (``TrainingBatches`` and a per-iteration reseed of torch's
 generator, which also drives the RPN and RoI samplers); the optimizer's momentum is in the
 checkpoint. Under torchrun each rank takes its slice of the global batch and the student (plus
-ReviewKD's connectors) is wrapped in DistributedDataParallel; evaluation shards the validation
+ReviewKD's connectors) is wrapped in DistributedDataParallel (a backbone trained from scratch
+keeps per-process BatchNorm statistics, broadcast from rank 0 before each forward, as
+torchvision's reference does without --sync-bn); evaluation shards the validation
 images over the ranks and rank 0 scores the gathered predictions with pycocotools.
 
 Schedule: Detectron2's WarmupMultiStepLR (linear warm-up from ``warmup_factor`` x lr over
