@@ -218,29 +218,13 @@ def make_imagenet_loader(
     GPU decode, yields CUDA tensors). ``kwargs`` go to the loader (e.g. ``num_workers``,
     ``pin_memory`` for "torch"; ``device_id``, ``num_threads`` for "dali")."""
     if kind == "torch":
-        return ImageNetLoader(
-            dataset,
-            batch_size,
-            train,
-            seed,
-            rank=rank,
-            world_size=world_size,
-            drop_last=drop_last,
-            **kwargs,
-        )
-    if kind == "dali":
+        loader_class = ImageNetLoader
+    elif kind == "dali":
         from .dali import DaliImageNetLoader  # DALI itself is imported only when built
 
-        return DaliImageNetLoader(
-            dataset,
-            batch_size,
-            train,
-            seed,
-            rank=rank,
-            world_size=world_size,
-            drop_last=drop_last,
-            **kwargs,
-        )
-    raise ValueError(
-        f"unknown ImageNet loader kind {kind!r}; accepted: {', '.join(IMAGENET_LOADER_KINDS)}"
-    )
+        loader_class = DaliImageNetLoader
+    else:
+        raise ValueError(f"unknown ImageNet loader kind {kind!r}; accepted: "
+                         f"{', '.join(IMAGENET_LOADER_KINDS)}")
+    return loader_class(dataset, batch_size, train, seed, rank=rank, world_size=world_size,
+                        drop_last=drop_last, **kwargs)

@@ -24,13 +24,14 @@ from . import (  # noqa: F401
 )
 from .base import FeatureModel
 from .checkpoint import CheckpointMismatchError, file_sha256, load_teacher, save_checkpoint
-from .registry import DATASETS, create_model, list_models, register
+from .registry import DATASETS, create_model, family, list_models, register
 
 __all__ = [
     "DATASETS",
     "CheckpointMismatchError",
     "FeatureModel",
     "create_model",
+    "family",
     "file_sha256",
     "list_models",
     "load_teacher",

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
-__all__ = ["DATASETS", "register", "create_model", "list_models", "resolve_dataset"]
+__all__ = ["DATASETS", "register", "create_model", "family", "list_models", "resolve_dataset"]
 
 #: Canonical zoo names.
 DATASETS = ("cifar", "imagenet")
@@ -87,3 +87,15 @@ def create_model(name: str, num_classes: int = 100, dataset: str = "cifar", **kw
             f"unknown model {name!r} for dataset {zoo!r}{hint}; valid: {list_models(zoo)}"
         )
     return _REGISTRY[zoo][name](num_classes=num_classes, **kwargs)
+
+
+def family(model: str | None) -> str:
+    """Architecture family of a model name: resnet8x4 -> resnet, wrn_40_2 -> wrn, ShuffleV1 ->
+    shufflev, None -> "" (the rule the CIFAR-100 tables split same- and cross-architecture
+    pairs by; the study plans and the report both use it)."""
+    letters = ""
+    for char in model or "":
+        if not char.isalpha():
+            break
+        letters += char
+    return letters.lower()

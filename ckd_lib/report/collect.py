@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ckd_lib.models.registry import family
 from ckd_lib.report.literature import PaperNumbers, dataset_base, load_literature
 from ckd_lib.results import load_records
 
@@ -53,18 +54,6 @@ def pretty_dataset(name: str) -> str:
 
 def method_rank(method: str) -> tuple[int, str]:
     return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
-
-
-def family(model: str | None) -> str:
-    """The architecture family of a model name: resnet8x4 -> resnet, wrn_40_2 -> wrn, ..."""
-    if not model:
-        return ""
-    letters = ""
-    for char in model:
-        if not char.isalpha():
-            break
-        letters += char
-    return letters.lower()
 
 
 def is_same_architecture(teacher: str, student: str) -> bool:

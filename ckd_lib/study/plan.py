@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ckd_lib import recipes, results
 from ckd_lib.config import METHOD_DEFAULTS, RunConfig
+from ckd_lib.models.registry import family
 from ckd_lib.study.paths import StudyPaths, resolve
 
 PAPER_DATASET = "cifar100"
@@ -42,17 +43,6 @@ class StudyError(RuntimeError):
 
 
 # -- pairs -------------------------------------------------------------------------------------
-def family(model: str) -> str:
-    """Architecture family of a model name: resnet8x4 -> resnet, wrn_40_2 -> wrn, ShuffleV1 ->
-    shufflev (the rule the CIFAR-100 tables split same- and cross-architecture pairs by)."""
-    letters = ""
-    for char in model:
-        if not char.isalpha():
-            break
-        letters += char
-    return letters.lower()
-
-
 def pair_name(teacher: str | None, student: str) -> str:
     return f"{teacher}->{student}"
 
