@@ -52,9 +52,12 @@ def test_only_teachers_without_checkpoint_are_planned_with_the_teacher_recipe(tm
     assert (teacher.student, teacher.teacher, teacher.method) == ("resnet101", None, "baseline")
     assert (teacher.iterations, teacher.lr, teacher.images_per_batch) == (270000, 0.02, 16)
     assert teacher.label == "coco teacher"
-    students = plan_students(["R101->R18"], ["DKD"], [0], {"R101": ""}, paths, data_root=root)
-    assert students[0].teacher_checkpoint == str(
-        tmp_path / "p" / "detection" / teacher.run_id() / "model_last.pth")
+    # every seed of every student distils from the one teacher run (trained with seed 0)
+    students = plan_students(["R101->R18"], ["DKD", "ReviewKD+CKD"], [0, 1], {"R101": ""},
+                             paths, data_root=root)
+    assert len(students) == 4
+    assert {s.teacher_checkpoint for s in students} == {str(
+        tmp_path / "p" / "detection" / teacher.run_id() / "model_last.pth")}
 
 
 @pytest.mark.notebooks

@@ -26,8 +26,13 @@ from pathlib import Path
 import yaml
 
 from ckd_lib import results
-from ckd_lib.detection.config import BACKBONE_ALIASES, DetectionConfig
+from ckd_lib.detection.config import (
+    BACKBONE_ALIASES,
+    DetectionConfig,
+    parse_iteration_schedule,
+)
 from ckd_lib.detection.shapes import make_shapes_dataset
+from ckd_lib.recipes import get_recipe
 from ckd_lib.study.paths import StudyPaths, resolve
 from ckd_lib.study.plan import StudyError
 
@@ -85,12 +90,13 @@ def _common(options: dict, paths: StudyPaths, seed: int) -> dict:
 
 def _scaled(teacher: str | None, student: str, method: str, scale: float,
             iterations: int | None, options: dict) -> DetectionConfig:
-    recipe = DetectionConfig.from_recipe(teacher, student, method, data_root=".")
-    total = iterations or max(1, round(recipe.iterations * scale))
+    recipe = get_recipe("coco", teacher, student, method)
+    published, _ = parse_iteration_schedule(recipe.schedule_text)
+    total = iterations or max(1, round(published * scale))
     config = DetectionConfig.from_recipe(teacher, student, method, iterations=total, **options)
-    if config.images_per_batch != recipe.images_per_batch:
+    if config.images_per_batch != recipe.batch_size:
         # another batch keeps the recipe's lr per image (the linear scaling rule)
-        config.lr = recipe.lr * config.images_per_batch / recipe.images_per_batch
+        config.lr = recipe.lr * config.images_per_batch / recipe.batch_size
     return config
 
 
@@ -132,6 +138,9 @@ def plan_students(pairs: list[str], methods: list[str], seeds: list[int],
         if matched_budget:
             budget = _scaled(teacher, student, "ReviewKD+CKD", iteration_scale, None,
                              {"data_root": "."}).iterations
+        # one teacher per pair: the trained teacher's seed is the first seed's (plan_teachers)
+        checkpoint = teacher_checkpoints.get(teacher) or trained_teacher(
+            teacher, paths, data_root, iteration_scale, seeds[0], substitute, options)
         for method in methods:
             for seed in seeds:
                 common = _common(options, paths, seed)
@@ -139,9 +148,7 @@ def plan_students(pairs: list[str], methods: list[str], seeds: list[int],
                 if method == "baseline":
                     config = _scaled(None, student, "baseline", iteration_scale, budget, common)
                 else:
-                    common["teacher_checkpoint"] = teacher_checkpoints.get(teacher) or \
-                        trained_teacher(teacher, paths, data_root, iteration_scale, seed,
-                                        substitute, options)
+                    common["teacher_checkpoint"] = checkpoint
                     config = _scaled(teacher, student, method, iteration_scale, budget, common)
                 changes = {}
                 if student in substitute:
