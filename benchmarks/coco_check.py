@@ -11,9 +11,9 @@ in memory at the recipe's sizes (shorter side drawn from 640..800, longer side a
 R101 Faster R-CNN FPN and the student a randomly initialised R18 one (81 classes): the arithmetic
 is that of the real run, the numbers of boxes the RPN keeps are not quite (an untrained RPN's
 proposals are random), and data loading (JPEG decoding) is not part of the step. The backbones
-and FPNs run under bf16 autocast as in the engine (``distiller.amp_dtype``); heads and losses in
-float32. The learning rate is the first warm-up value of the recipe, as in a real run's first
-iterations, so random weights do not diverge while they are timed.
+and FPNs run under bf16 autocast as in the engine (``DetectionDistiller(amp_dtype=...)``);
+heads and losses in float32. The learning rate is the first warm-up value of the recipe, as in
+a real run's first iterations, so random weights do not diverge while they are timed.
 
 Every method runs on the same generated batches: ``baseline`` (the student alone), ``DKD`` and
 ``ReviewKD+CKD`` with their recipe's loss parameters, all at ``--images-per-batch`` images, so
@@ -182,15 +182,16 @@ def time_method(method: str, args: argparse.Namespace, device: torch.device,
     started = time.perf_counter()
     spec = DetectorSpec(config.student, num_classes=NUM_CLASSES,
                         train_min_sizes=args.train_min_sizes, test_min_size=max(
-                            args.train_min_sizes), max_size=args.max_size)
+                            args.train_min_sizes), max_size=args.max_size,
+                        roi_batch_per_image=args.rois_per_image)
     torch.manual_seed(0)
     student = build_detector(spec)
-    student.roi_heads.fg_bg_sampler.batch_size_per_image = args.rois_per_image
     teacher = None
     if method_terms(method):
         teacher = build_detector(spec.replace(backbone=config.teacher))
-    distiller = DetectionDistiller(student, teacher, method, config.loss).to(device)
-    distiller.amp_dtype = torch.bfloat16 if args.amp == "bf16" else None
+    distiller = DetectionDistiller(student, teacher, method, config.loss,
+                                   amp_dtype=torch.bfloat16 if args.amp == "bf16" else None
+                                   ).to(device)
     # The first warm-up lr of the recipe (a real run's first iterations).
     optimizer = torch.optim.SGD(_parameter_groups(distiller, config.weight_decay),
                                 lr=config.lr * config.warmup_factor, momentum=config.momentum)

@@ -60,9 +60,11 @@ def calibrate_frozen_bn(model: torch.nn.Module) -> None:
             block[0].bias.sub_(mean).div_(spread)
 
 
-def models(student_backbone="resnet18", teacher_backbone="resnet18", **teacher_spec):
+def models(student_backbone="resnet18", teacher_backbone="resnet18", roi_batch_per_image=512,
+           **teacher_spec):
     torch.manual_seed(0)
-    student = build_detector(student_backbone, num_classes=4, **SIZES)
+    student = build_detector(student_backbone, num_classes=4, **SIZES,
+                             roi_batch_per_image=roi_batch_per_image)
     teacher = build_detector(teacher_backbone, num_classes=4, **SIZES, **teacher_spec)
     calibrate_frozen_bn(student)
     calibrate_frozen_bn(teacher)
@@ -123,11 +125,9 @@ def test_renormalise_equals_normalising_before_padding():
 
 @pytest.mark.parametrize("method", DETECTION_METHODS)
 def test_a_few_steps_of_each_method_lower_its_loss(method):
-    student, teacher = models()
+    student, teacher = models(roi_batch_per_image=64)  # 64 RoIs per image: a quick CPU test
     distiller = DetectionDistiller(student, None if method == "baseline" else teacher,
                                    method).train()
-    for model in (student, teacher):
-        model.roi_heads.fg_bg_sampler.batch_size_per_image = 64  # keep the CPU test quick
     optimizer = torch.optim.SGD([p for p in distiller.parameters() if p.requires_grad],
                                 lr=0.01)
     images, targets = batch()

@@ -7,26 +7,28 @@
 - ``coco``, ``sampler``, ``shapes``: COCO-format data, resumable batches, a generated test set.
 - ``evaluate``: pycocotools box and mask AP.
 - ``config``, ``engine``, ``train``: one run from a recipe, with checkpoints, resume and DDP.
+
+The names below are loaded on first use, so importing one submodule (the report reads only
+``config`` and ``evaluate``) does not pull in the training engine.
 """
 
-import warnings
+from importlib import import_module
 
-# The engine imports the classification engine's package, whose tqdm.auto warns in every kernel
-# without ipywidgets; the detection engine prints log lines, so the warning is noise here.
-warnings.filterwarnings("ignore", message="IProgress not found")
+_EXPORTS = {
+    "DETECTION_METHODS": "distill",
+    "DetectionConfig": "config",
+    "DetectionDistiller": "distill",
+    "DetectorSpec": "models",
+    "build_detector": "models",
+    "evaluate_detector": "engine",
+    "load_detector": "models",
+    "train_detection": "engine",
+}
 
-from ckd_lib.detection.config import DetectionConfig  # noqa: E402
-from ckd_lib.detection.distill import DETECTION_METHODS, DetectionDistiller  # noqa: E402
-from ckd_lib.detection.engine import evaluate_detector, train_detection  # noqa: E402
-from ckd_lib.detection.models import DetectorSpec, build_detector, load_detector  # noqa: E402
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "DETECTION_METHODS",
-    "DetectionConfig",
-    "DetectionDistiller",
-    "DetectorSpec",
-    "build_detector",
-    "evaluate_detector",
-    "load_detector",
-    "train_detection",
-]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -139,11 +139,13 @@ class DetectionDistiller(nn.Module):
     ``loss_kd``, ``loss_reviewkd``). The total is their sum. Trainable parameters: the student's
     and, for ReviewKD, the connectors'. The teacher stays in eval mode with gradients off.
     ``last_logits`` holds the latest (student, teacher) RoI logits and the sampled proposals, for
-    tests and diagnostics.
+    tests and diagnostics. ``amp_dtype`` (e.g. bf16) runs the backbones and FPNs under
+    autocast; heads, box coding and losses stay float32.
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None,
-                 method: str = "baseline", loss_params: Mapping | None = None) -> None:
+                 method: str = "baseline", loss_params: Mapping | None = None,
+                 amp_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.method = method
         self.terms = method_terms(method)
@@ -161,8 +163,7 @@ class DetectionDistiller(nn.Module):
                                  f"{student.spec.num_classes}; they must share a label space")
         self.reviewkd = FPNReviewKD() if "ReviewKD" in self.terms else None
         self.last_logits: dict[str, object] = {}
-        # bf16 (or None) for the backbones + FPNs; heads, box coding and losses stay float32.
-        self.amp_dtype: torch.dtype | None = None
+        self.amp_dtype = amp_dtype
 
     def _backbone(self, model: nn.Module, x: torch.Tensor) -> OrderedDict:
         if self.amp_dtype is None:

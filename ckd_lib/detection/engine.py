@@ -125,11 +125,9 @@ def load_teacher_detector(config: DetectionConfig, num_classes: int,
 def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            (no_decay if isinstance(module, _NORM_TYPES) else decay).append(p)
-            del name
+        for p in module.parameters(recurse=False):
+            if p.requires_grad:
+                (no_decay if isinstance(module, _NORM_TYPES) else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
 
@@ -255,9 +253,9 @@ def train_detection(config: DetectionConfig, stop_after: int | None = None) -> d
     if method_terms(config.method):
         teacher, teacher_info = load_teacher_detector(config, num_classes,
                                                       list(train_set.category_ids))
-    distiller = DetectionDistiller(student, teacher, config.method, config.loss).to(device)
-    distiller.amp_dtype = torch.bfloat16 if (config.amp == "bf16" and device.type == "cuda") \
-        else None
+    amp_dtype = torch.bfloat16 if config.amp == "bf16" and device.type == "cuda" else None
+    distiller = DetectionDistiller(student, teacher, config.method, config.loss,
+                                   amp_dtype=amp_dtype).to(device)
     optimizer = torch.optim.SGD(_parameter_groups(distiller, config.weight_decay), lr=config.lr,
                                 momentum=config.momentum)
 
