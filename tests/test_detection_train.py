@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,11 @@ import torch
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FrozenBatchNorm2d
 
+from ckd_lib.detection.coco import CocoDetection
 from ckd_lib.detection.config import DetectionConfig, parse_iteration_schedule
 from ckd_lib.detection.distill import DETECTION_METHODS, DetectionDistiller, renormalise
-from ckd_lib.detection.engine import lr_at, train_detection
+from ckd_lib.detection.engine import evaluate_detector, lr_at, train_detection
+from ckd_lib.detection.evaluate import evaluate_predictions
 from ckd_lib.detection.models import build_detector, load_detector
 from ckd_lib.detection.shapes import make_shapes_dataset
 
@@ -253,3 +256,25 @@ def test_bad_configs_fail_before_any_work(shapes_root, tmp_path):
     with pytest.raises(ValueError, match="resnet101 detectors only|resnet50 detectors only"):
         small_config(shapes_root, tmp_path, teacher_checkpoint="torchvision").validate()
     assert not list(tmp_path.iterdir())
+
+
+def test_streamed_evaluation_equals_scoring_all_predictions_at_once(shapes_root):
+    # evaluate_detector turns each batch into COCO entries (mask RLE) as it goes; the score
+    # must equal pycocotools on the full predictions collected first.
+    val = CocoDetection(shapes_root, "val2017", train=False, masks=True)
+    torch.manual_seed(0)
+    model = build_detector("resnet18", kind="mask_rcnn", num_classes=val.num_classes,
+                           **SIZES).eval()
+    model.roi_heads.score_thresh = 0.0  # an untrained model: keep its low-score boxes
+    with torch.no_grad():
+        full = {int(target["image_id"]): model([image])[0]
+                for image, target in (val[i] for i in range(len(val)))}
+    assert sum(len(p["boxes"]) for p in full.values()) > 0
+    expected = evaluate_predictions(val, full, masks=True)
+    # one image per batch on both sides: batching pads images, which changes the outputs
+    streamed = evaluate_detector(model, val, torch.device("cpu"), images_per_batch=1)
+    assert streamed["images"] == len(val)
+    for iou_type in ("bbox", "segm"):
+        for metric, value in expected[iou_type].items():
+            got = streamed[iou_type][metric]
+            assert (math.isnan(got) and math.isnan(value)) or got == pytest.approx(value), metric

@@ -40,10 +40,11 @@ from ckd_lib import results
 from ckd_lib.detection.coco import CocoDetection, collate_detection
 from ckd_lib.detection.config import DetectionConfig
 from ckd_lib.detection.distill import DetectionDistiller, method_terms
-from ckd_lib.detection.evaluate import METRIC_NAMES, evaluate_predictions
+from ckd_lib.detection.evaluate import METRIC_NAMES, evaluate_coco, to_coco_results
 from ckd_lib.detection.models import (
     COCO_CATEGORY_IDS,
     DetectorSpec,
+    SpecTransform,
     build_detector,
     coco91_to_81,
     load_backbone_weights,
@@ -51,6 +52,7 @@ from ckd_lib.detection.models import (
 )
 from ckd_lib.detection.sampler import TrainingBatches
 from ckd_lib.engine.distributed import DistContext, init_distributed
+from ckd_lib.engine.speed import resolve_device
 from ckd_lib.models.checkpoint import file_sha256
 
 __all__ = ["evaluate_detector", "load_teacher_detector", "lr_at", "train_detection"]
@@ -69,20 +71,6 @@ def lr_at(config: DetectionConfig, iteration: int) -> float:
 
 def _step_seed(seed: int, iteration: int, rank: int) -> int:
     return (seed * 1_000_003 + iteration * 7919 + rank * 104_729) % (2**63 - 1)
-
-
-def _device(config: DetectionConfig, dist: DistContext) -> torch.device:
-    if config.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(config.device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={config.device!r} but CUDA is not available here; use "
-                             "'cpu' or 'auto'")
-        if dist.enabled:
-            device = torch.device("cuda", dist.local_rank)
-    return device
 
 
 def load_teacher_detector(config: DetectionConfig, num_classes: int,
@@ -116,8 +104,9 @@ def load_teacher_detector(config: DetectionConfig, num_classes: int,
             raise ValueError(f"teacher checkpoint {source} predicts {spec.num_classes} classes "
                              f"(background included); the dataset has {num_classes}")
     # The teacher is evaluated at the run's test size, like the student.
-    teacher.transform.min_size = (*teacher.transform.train_min_sizes, config.test_min_size)
-    teacher.transform.max_size = config.max_size
+    teacher.spec = teacher.spec.replace(test_min_size=config.test_min_size,
+                                        max_size=config.max_size)
+    teacher.transform = SpecTransform(teacher.spec)
     info["spec"] = teacher.spec.to_dict()
     return teacher, info
 
@@ -145,38 +134,47 @@ def evaluate_detector(model: nn.Module, dataset: CocoDetection, device: torch.de
                       workers: int = 0) -> dict:
     """COCO metrics of ``model`` on ``dataset`` (box, and mask for Mask R-CNN), in percent.
 
-    Each rank predicts its shard of the images; rank 0 gathers and scores them, and every rank
-    returns rank 0's metrics. Runs in float32.
+    Each rank predicts its shard of the images and turns each batch's outputs into COCO result
+    entries at once (masks become RLE), so no full-size mask is kept; rank 0 gathers the
+    entries and scores them with pycocotools, and every rank returns rank 0's metrics.
+    Runs in float32.
     """
     dist = dist or DistContext()
+    masks = model.spec.kind == "mask_rcnn"
     was_training = model.training
     model.eval()
     shard = list(range(dist.rank, len(dataset), dist.world_size))
     loader = DataLoader(dataset, batch_size=images_per_batch, sampler=shard,
                         collate_fn=collate_detection, num_workers=workers)
-    predictions: dict[int, dict] = {}
+    entries: list[dict] = []
+    image_ids: list[int] = []
     for images, targets in loader:
         outputs = model([im.to(device) for im in images])
-        for target, output in zip(targets, outputs, strict=True):
-            predictions[int(target["image_id"])] = {k: v.cpu() for k, v in output.items()}
+        batch = {int(t["image_id"]): {k: v.cpu() for k, v in out.items()}
+                 for t, out in zip(targets, outputs, strict=True)}
+        entries += to_coco_results(batch, dataset.category_ids, masks=masks)
+        image_ids += list(batch)
     model.train(was_training)
     if dist.enabled:
         gathered: list = [None] * dist.world_size
-        torch_dist.all_gather_object(gathered, predictions)
-        predictions = {k: v for part in gathered for k, v in part.items()}
+        torch_dist.all_gather_object(gathered, (entries, image_ids))
+        entries = [e for part in gathered for e in part[0]]
+        image_ids = [i for part in gathered for i in part[1]]
     metrics = None
     if dist.is_main:
-        metrics = evaluate_predictions(dataset, predictions, masks=model.spec.kind == "mask_rcnn")
-        metrics["images"] = len(predictions)
+        metrics = evaluate_coco(dataset.coco, entries,
+                                iou_types=("bbox", "segm") if masks else ("bbox",),
+                                image_ids=sorted(image_ids))
+        metrics["images"] = len(image_ids)
     return dist.broadcast_object(metrics)
 
 
 def _teacher_metrics(config: DetectionConfig, teacher: nn.Module, info: dict,
                      val_set: CocoDetection, device: torch.device, dist: DistContext) -> dict:
     """The teacher's own AP on the validation images, computed once per teacher and data."""
-    key = json.dumps([info["checkpoint"], info["sha256"], config.val_split,
-                              config.val_limit, config.test_min_size, config.max_size,
-                              str(Path(config.data_root).resolve())])
+    key = json.dumps([info["checkpoint"], info["sha256"], config.val_split, config.val_limit,
+                      config.test_min_size, config.max_size,
+                      str(Path(config.data_root).resolve())])
     cache = Path(config.out_dir) / "_teachers" / (
         f"{config.teacher}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json")
     cached = dist.broadcast_object(json.loads(cache.read_text()) if dist.is_main
@@ -228,7 +226,7 @@ def train_detection(config: DetectionConfig, stop_after: int | None = None) -> d
     config.validate()
     dist = init_distributed("cuda" if config.device != "cpu" and torch.cuda.is_available()
                             else "cpu")
-    device = _device(config, dist)
+    device = resolve_device(config, dist.local_rank if dist.enabled else None)
     out_dir = Path(config.out_dir)
     run_id, config_hash = config.run_id(), config.config_hash()
     # Decisions that read files are rank 0's, shared, so ranks never take different paths.

@@ -18,7 +18,10 @@ from ckd_lib.config import ConfigError, RunConfig
 
 
 def resolve_device(config: RunConfig, local_rank: int | None = None) -> torch.device:
-    """The run's device; under torchrun, CUDA device `local_rank` of this node."""
+    """The run's device; under torchrun, CUDA device `local_rank` of this node.
+
+    Reads only ``config.device``, so the detection engine's configs use it too.
+    """
     if config.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
