@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ckd_lib.safe_pickle import UnsafePickleError, load_numpy_pickle
+
 from .dataset import ImageDataset
-from .errors import missing_files_error
+from .errors import DatasetFileError, missing_files_error
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,17 @@ CIFAR10 = CifarSpec(
 
 
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        obj = pickle.load(f, encoding="latin1")
+    """One CIFAR batch file: numpy arrays and lists only (a file that asks for anything else,
+    which could run code, is refused), or a DatasetFileError naming the file."""
+    try:
+        obj = load_numpy_pickle(path, "a CIFAR batch file")
+    except UnsafePickleError as error:
+        raise DatasetFileError(str(error)) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, OSError) as error:
+        raise DatasetFileError(f"{path}: not a readable CIFAR batch file ({type(error).__name__}:"
+                               f" {error}); delete the folder to download it again") from None
+    if not isinstance(obj, dict):
+        raise DatasetFileError(f"{path}: not a CIFAR batch file (holds a {type(obj).__name__})")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
@@ -91,12 +102,17 @@ def _download(root: Path, spec: CifarSpec) -> None:
     getattr(tvd, spec.torchvision_class)(root=str(root), train=True, download=True)
 
 
-def load_cifar(spec: CifarSpec, split: str, root: Path, download: bool = True) -> ImageDataset:
-    """Load one split from ``root/<spec.folder>``; download there first if files are missing."""
+def load_cifar(spec: CifarSpec, split: str, root: Path, download: bool = True,
+               create_root: bool = True) -> ImageDataset:
+    """Load one split from ``root/<spec.folder>``; download there first if files are missing.
+    ``create_root=False`` (a data_root the user named): a ``root`` that does not exist is
+    refused, never created, so a mistyped path does not become a new folder."""
     folder = root / spec.folder
     if not _files_present(folder, spec):
         failure: BaseException | None = None
-        if download:
+        if download and not create_root and not root.is_dir():
+            failure = FileNotFoundError(f"data_root {root} does not exist; not creating it")
+        elif download:
             try:
                 _download(root, spec)
             except Exception as exc:  # network, disk, checksum: all end in the same advice
@@ -114,13 +130,18 @@ def load_cifar(spec: CifarSpec, split: str, root: Path, download: bool = True) -
     data, labels = [], []
     for name in files:
         entry = _unpickle(folder / name)
-        data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(int(v) for v in entry[spec.label_key])
+        try:
+            data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.extend(int(v) for v in entry[spec.label_key])
+        except (KeyError, ValueError, TypeError) as error:
+            raise DatasetFileError(f"{folder / name}: not a CIFAR batch file "
+                                   f"({type(error).__name__}: {error})") from None
     classes = None
     if (folder / spec.meta_file).is_file():
         names = _unpickle(folder / spec.meta_file).get(spec.names_key)
         classes = tuple(str(c) for c in names) if names is not None else None
     return ImageDataset(
+        source=str(folder),
         images=torch.from_numpy(np.concatenate(data)),
         labels=torch.tensor(labels, dtype=torch.int64),
         num_classes=spec.num_classes,

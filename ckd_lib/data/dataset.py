@@ -30,6 +30,7 @@ class ImageDataset:
     name: str
     split: str = "train"
     classes: tuple[str, ...] | None = None
+    source: str | None = None  # where the files were read from (said in logs and records)
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ckd_lib.errors import UserError
 
-class DatasetNotFoundError(FileNotFoundError):
+
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """Dataset files are absent and could not be downloaded."""
+
+
+class DatasetFileError(UserError, ValueError):
+    """A dataset file exists but is truncated, corrupt or of the wrong format; the message
+    names the file and what is wrong with it."""
 
 
 def missing_files_error(
@@ -21,12 +28,12 @@ def missing_files_error(
 ) -> DatasetNotFoundError:
     """Build the error raised (``from None``) by every dataset reader."""
     places = expected if isinstance(expected, list) else [expected]
-    where = "\n".join(f"  - {p}" for p in places)
+    where = ", ".join(str(p) for p in places)
     if download_failure is not None:
         reason = str(download_failure).strip() or type(download_failure).__name__
         tried = f"Downloading failed ({type(download_failure).__name__}: {reason})."
     else:
         tried = "Downloading was not attempted (download=False)."
     return DatasetNotFoundError(
-        f"{dataset} files not found. Looked in:\n{where}\n{tried}\nHow to get them: {how_to_get}"
+        f"{dataset} files not found in {where}\n{tried}\nHow to get them: {how_to_get}"
     )

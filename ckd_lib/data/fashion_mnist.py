@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .dataset import ImageDataset
-from .errors import missing_files_error
+from .errors import DatasetFileError, missing_files_error
 from .idx import read_idx
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -96,14 +96,19 @@ def load_fashion_mnist(split: str, root: Path, download: bool = True) -> ImageDa
                 failure,
             ) from None
     images_path, labels_path = found
+    if images_path.parent == SYSTEM_DIR and root != SYSTEM_DIR:
+        note = f"system copy {SYSTEM_DIR} (none in {root})"
+    else:
+        note = str(images_path.parent)
     images = read_idx(images_path)
     labels = read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(
+        raise DatasetFileError(
             f"{images_path}: expected uint8 [N, 28, 28], got {images.dtype} {images.shape}"
         )
     if labels.shape != (images.shape[0],):
-        raise ValueError(f"{labels_path}: {labels.shape[0]} labels for {images.shape[0]} images")
+        raise DatasetFileError(f"{labels_path}: {labels.shape[0]} labels for {images.shape[0]} "
+                               "images")
     return ImageDataset(
         images=to_cifar_layout(images),
         labels=torch.from_numpy(labels.astype(np.int64)),
@@ -113,4 +118,5 @@ def load_fashion_mnist(split: str, root: Path, download: bool = True) -> ImageDa
         name="fashion_mnist",
         split=split,
         classes=CLASSES,
+        source=note,
     )

@@ -27,11 +27,14 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, make_dataset
 
+from ckd_lib.errors import InputError
+
+from .catalog import FOLDER_DATASETS
 from .dataset import stratified_indices
-from .errors import missing_files_error
+from .errors import DatasetFileError, missing_files_error
 from .paths import resolve_root
 
-IMAGEFOLDER_DATASETS = ("imagenet", "places365")
+IMAGEFOLDER_DATASETS = FOLDER_DATASETS
 IMAGEFOLDER_SPLITS = ("train", "val", "test")  # "test" is an alias of "val" (no public labels)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -110,7 +113,10 @@ class FolderImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        img = self.loader(path)
+        try:
+            img = self.loader(path)
+        except (OSError, SyntaxError, ValueError) as error:  # PIL: truncated, not an image
+            raise DatasetFileError(f"{path}: cannot be decoded ({error})") from None
         if self.transform is not None:
             img = self.transform(img)
         return img, label
@@ -199,7 +205,7 @@ def _load_imagenet(split: str, data_root, transform: Callable | None, sizes: dic
             # every later label silently.
             only_here = sorted(set(classes) - set(other_classes))[:5]
             only_there = sorted(set(other_classes) - set(classes))[:5]
-            raise ValueError(
+            raise InputError(
                 f"ImageNet class folders differ between {folder} ({len(classes)}) and {other} "
                 f"({len(other_classes)}); labels would not match. Only in {folder.name}/: "
                 f"{only_here}; only in {other.name}/: {only_there}"
@@ -282,11 +288,11 @@ def load_imagefolder_dataset(
     of n samples (smoke runs). ``download`` is used by Places365 only.
     """
     if name not in IMAGEFOLDER_DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(IMAGEFOLDER_DATASETS)}")
+        raise InputError(f"unknown dataset {name!r}; accepted: {', '.join(IMAGEFOLDER_DATASETS)}")
     if split not in IMAGEFOLDER_SPLITS:
-        raise ValueError(f"unknown split {split!r}; accepted: {', '.join(IMAGEFOLDER_SPLITS)}")
+        raise InputError(f"unknown split {split!r}; accepted: {', '.join(IMAGEFOLDER_SPLITS)}")
     if crop_size < 1 or resize_size < crop_size:
-        raise ValueError(
+        raise InputError(
             f"need 1 <= crop_size <= resize_size, got crop_size={crop_size}, "
             f"resize_size={resize_size}"
         )

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 
+from ckd_lib.errors import InputError
+
+from .catalog import SMALL_DATASETS, dataset_base
 from .cifar import CIFAR10, CIFAR100, load_cifar
 from .dataset import ImageDataset, take_subset
 from .fashion_mnist import load_fashion_mnist
 from .paths import resolve_root
 from .synthetic import make_synthetic
 
-DATASET_NAMES = ("cifar100", "cifar10", "fashion_mnist", "synthetic")
+DATASET_NAMES = SMALL_DATASETS
 SPLITS = ("train", "test")
-_ALIASES = {"fashionmnist": "fashion_mnist", "fmnist": "fashion_mnist"}
 
 
 def _parse_value(text: str) -> int | float | str:
@@ -32,16 +34,31 @@ def _parse_value(text: str) -> int | float | str:
 def parse_name(name: str) -> tuple[str, dict]:
     """Split ``"base:key=value,key=value"`` into a canonical base name and its parameters."""
     if not isinstance(name, str):
-        raise ValueError(f"dataset name must be a string, got {name!r}; accepted: {DATASET_NAMES}")
-    base, _, rest = name.partition(":")
-    base = base.strip().lower().replace("-", "_")
-    base = _ALIASES.get(base, base)
+        raise InputError(f"dataset name must be a string, got {name!r}; accepted: {DATASET_NAMES}")
+    base, rest = dataset_base(name), name.partition(":")[2]
     params: dict = {}
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, eq, value = item.partition("=")
         if not eq:
-            raise ValueError(f"dataset parameter {item!r} in {name!r} is not key=value")
+            raise InputError(f"dataset parameter {item!r} in {name!r} is not key=value")
         params[key.strip()] = _parse_value(value.strip())
+    return base, params
+
+
+def check_dataset_name(name: str) -> tuple[str, dict]:
+    """Everything about a dataset name that can be checked without reading files: parameters
+    only for "synthetic", and only the ones it takes, as numbers. Returns ``(base, params)``."""
+    base, params = parse_name(name)
+    if params and base != "synthetic":
+        raise InputError(f"dataset {name!r}: {base} takes no parameters, got {sorted(params)}")
+    if base == "synthetic":
+        from .synthetic import DEFAULTS
+
+        unknown = sorted(set(params) - set(DEFAULTS))
+        bad = [k for k, v in params.items() if not isinstance(v, (int, float))]
+        if unknown or bad:
+            raise InputError(f"dataset {name!r}: synthetic takes numeric parameters "
+                             f"{sorted(DEFAULTS)}; got {unknown + bad}")
     return base, params
 
 
@@ -64,19 +81,20 @@ def load_dataset(
     samples chosen by ``seed``. Extra keyword ``params`` (or ``"name:k=v,..."``) configure the
     synthetic dataset.
     """
-    base, name_params = parse_name(name)
+    base, name_params = check_dataset_name(name)
     if base not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(DATASET_NAMES)}")
+        raise InputError(f"unknown dataset {name!r}; accepted: {', '.join(DATASET_NAMES)}")
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
+        raise InputError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
     params = {**name_params, **params}
     if params and base != "synthetic":
-        raise ValueError(f"dataset {base!r} takes no parameters, got {sorted(params)}")
+        raise InputError(f"dataset {base!r} takes no parameters, got {sorted(params)}")
     if base == "synthetic":
         dataset = make_synthetic(split, **params)
     elif base == "fashion_mnist":
         dataset = load_fashion_mnist(split, resolve_root(data_root), download=download)
     else:
         spec = CIFAR100 if base == "cifar100" else CIFAR10
-        dataset = load_cifar(spec, split, resolve_root(data_root), download=download)
+        dataset = load_cifar(spec, split, resolve_root(data_root), download=download,
+                             create_root=data_root is None)
     return take_subset(dataset, subset, seed)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ckd_lib.errors import InputError
+
 from .dataset import ImageDataset
 from .seeding import derive_seed
 
@@ -47,14 +49,14 @@ def make_synthetic(split: str, **params) -> ImageDataset:
     """
     unknown = set(params) - set(DEFAULTS)
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"unknown synthetic parameter(s) {sorted(unknown)}; accepted: {sorted(DEFAULTS)}"
         )
     p = {**DEFAULTS, **params}
     num_classes, noise, data_seed = int(p["num_classes"]), float(p["noise"]), int(p["data_seed"])
     sizes = {"train": int(p["num_train"]), "test": int(p["num_test"])}
     if num_classes < 1 or min(sizes.values()) < 1:
-        raise ValueError(f"synthetic needs num_classes >= 1 and sizes >= 1, got {p}")
+        raise InputError(f"synthetic needs num_classes >= 1 and sizes >= 1, got {p}")
     templates = _templates(num_classes, data_seed)
     train_x, train_y = _split("train", sizes["train"], num_classes, noise, data_seed, templates)
     scaled = train_x.double() / 255.0

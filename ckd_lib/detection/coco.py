@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +36,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ckd_lib.data.errors import missing_files_error
+from ckd_lib.data.errors import DatasetFileError, missing_files_error
 
 COCO_SPLITS = ("train2017", "val2017")
 COCO_HOW_TO = (
@@ -80,11 +81,55 @@ def check_coco_root(root: str | os.PathLike, splits: Sequence[str] = COCO_SPLITS
 
 
 def _quiet_coco(annotation_file: Path):
-    """pycocotools prints progress on load; a library should not write to stdout."""
+    """The annotation file through pycocotools (which prints progress on load; a library should
+    not write to stdout), checked first: a truncated or malformed file, or an annotation with no
+    usable box or an unknown category or image, is a DatasetFileError naming the file and the
+    annotation, not a KeyError from deep inside training."""
     from pycocotools.coco import COCO
 
+    try:
+        data = json.loads(annotation_file.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetFileError(f"{annotation_file}: not valid JSON, truncated or corrupt "
+                               f"({error})") from None
+    check_annotations(data, annotation_file)
+    coco = COCO()
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(annotation_file))
+        coco.dataset = data
+        coco.createIndex()
+    return coco
+
+
+def check_annotations(data, source: Path | str) -> None:
+    """Raise a DatasetFileError on the first thing a COCO instances file must not have."""
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in
+                                             ("images", "annotations", "categories")):
+        raise DatasetFileError(f"{source}: not a COCO instances file (it needs lists 'images', "
+                               "'annotations' and 'categories')")
+    try:
+        categories = {int(c["id"]) for c in data["categories"]}
+        images = {int(i["id"]) for i in data["images"]
+                  if i["file_name"] and int(i["width"]) > 0 and int(i["height"]) > 0}
+    except (KeyError, TypeError, ValueError) as error:
+        raise DatasetFileError(f"{source}: an image or category entry lacks or mistypes "
+                               f"{error} (images need id, file_name, width, height; categories "
+                               "need id, name)") from None
+    if len(images) != len(data["images"]):
+        raise DatasetFileError(f"{source}: an image entry has an empty file_name or a size <= 0")
+    for ann in data["annotations"]:
+        where = f"{source}: annotation {ann.get('id', '?') if isinstance(ann, dict) else ann!r}"
+        if not isinstance(ann, dict):
+            raise DatasetFileError(f"{where} is not a mapping")
+        box = ann.get("bbox")
+        if not (isinstance(box, list) and len(box) == 4
+                and all(isinstance(v, (int, float)) for v in box)):
+            raise DatasetFileError(f"{where} has bbox={box!r}; expected [x, y, width, height]")
+        if ann.get("category_id") not in categories:
+            raise DatasetFileError(f"{where} has category_id={ann.get('category_id')!r}, which "
+                                   f"is not among the file's categories {sorted(categories)}")
+        if ann.get("image_id") not in images:
+            raise DatasetFileError(f"{where} has image_id={ann.get('image_id')!r}, which is not "
+                                   "among the file's images")
 
 
 def _usable(ann: dict) -> bool:
@@ -178,12 +223,18 @@ class CocoDetection(Dataset):
 
     def _read_image(self, info: dict) -> torch.Tensor:
         path = self.image_dir / info["file_name"]
-        with Image.open(path) as img:
-            rgb = np.asarray(img.convert("RGB"))
+        try:
+            with Image.open(path) as img:
+                rgb = np.asarray(img.convert("RGB"))
+        except FileNotFoundError:
+            raise DatasetFileError(f"{path}: listed in {self.annotation_file} but missing") \
+                from None
+        except (OSError, SyntaxError, ValueError) as error:  # PIL: truncated, not an image
+            raise DatasetFileError(f"{path}: cannot be decoded ({error})") from None
         height, width = rgb.shape[:2]
         if (height, width) != (info["height"], info["width"]):
             # Masks are decoded at the annotated size; a mismatch would misalign them.
-            raise ValueError(
+            raise DatasetFileError(
                 f"{path} is {width}x{height} pixels but its annotation says "
                 f"{info['width']}x{info['height']}"
             )

@@ -77,7 +77,6 @@ What remains different (not handled here; small, but results are not bit-identic
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import pickle
 import re
@@ -94,6 +93,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from ckd_lib.detection.models import DetectorSpec, build_detector
 from ckd_lib.models.checkpoint import file_sha256
 from ckd_lib.results import atomic_torch_save
+from ckd_lib.safe_pickle import UnsafePickleError, load_numpy_pickle
 
 __all__ = [
     "DETECTRON2_PIXEL_MEAN",
@@ -124,75 +124,12 @@ class DetectronConversionError(ValueError):
     """The Detectron2 checkpoint does not fit the torchvision detector it should become."""
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle refers to something other than numpy arrays (it could run code)."""
-
-
 # ----------------------------------------------------------------------------------------------
 # Reading
 
 
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    """``_codecs.encode`` as protocol-2 pickles use it (bytes stored as latin-1 text), nothing else.
-
-    Other codecs (zlib, base64, ...) are not code execution, but no array needs them, so a pickle
-    that asks for one is not a plain Detectron2 checkpoint.
-    """
-    spelled = encoding.lower().replace("-", "").replace("_", "") if isinstance(encoding, str) \
-        else None
-    if not isinstance(text, str) or spelled != "latin1":
-        raise UnsafePickleError(f"pickle asks _codecs.encode for {type(text).__name__} with "
-                                f"encoding {encoding!r}; only str with 'latin1' is accepted")
-    return text.encode("latin1")
-
-
-def _allowed_globals() -> dict[tuple[str, str], object]:
-    """The only names a checkpoint pickle may load: what numpy arrays and their dicts need.
-
-    numpy 2 pickles under ``numpy._core``, numpy 1 under ``numpy.core``; both spellings resolve
-    to the installed numpy's functions, so a file written by either version loads.
-    """
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
-    table: dict[tuple[str, str], object] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): _latin1_encode,
-        # Protocol 2 writes empty bytes as a call of bytes(); fix_imports names it __builtin__.
-        ("__builtin__", "bytes"): bytes,
-        ("builtins", "bytes"): bytes,
-        # A state dict saved as an OrderedDict; building one runs no code of the file's choosing.
-        ("collections", "OrderedDict"): collections.OrderedDict,
-    }
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        table[(module, "_reconstruct")] = multiarray._reconstruct
-        table[(module, "scalar")] = multiarray.scalar
-    return table
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only ``_allowed_globals``: a hostile pickle fails before it runs."""
-
-    def __init__(self, file, source: str) -> None:
-        super().__init__(file, encoding="latin1")
-        self._source = source
-        self._allowed = _allowed_globals()
-
-    def find_class(self, module: str, name: str):
-        found = self._allowed.get((module, name))
-        if found is None:
-            allowed = ", ".join(sorted(f"{m}.{n}" for m, n in self._allowed))
-            raise UnsafePickleError(
-                f"{self._source}: the pickle refers to {module}.{name}, which a Detectron2 "
-                f"checkpoint does not need; refused without calling it (accepted: {allowed})")
-        return found
-
-
 def _load_pickle(path: Path):
-    with open(path, "rb") as handle:
-        return _NumpyOnlyUnpickler(handle, str(path)).load()
+    return load_numpy_pickle(path, "a Detectron2 checkpoint")
 
 
 def _is_array(value) -> bool:
@@ -664,7 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              stride_in_1x1=args.stride_in_1x1,
                                              pixel_mean=args.pixel_mean,
                                              pixel_std=args.pixel_std)
-    except (ValueError, pickle.UnpicklingError, FileNotFoundError) as exc:
+    except (ValueError, pickle.UnpicklingError, EOFError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(spec.to_dict(), indent=2))

@@ -34,7 +34,9 @@ from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.poolers import _filter_input, _setup_scales
 
+from ckd_lib.errors import InputError, MissingFileError
 from ckd_lib.fields import check_known_fields, plain_dict
+from ckd_lib.models.checkpoint import read_checkpoint
 
 __all__ = [
     "COCO_CATEGORY_IDS",
@@ -292,9 +294,9 @@ def load_backbone_weights(model: FasterRCNN, source: str | Path | Mapping) -> li
     else:
         path = Path(source)
         if not path.is_file():
-            raise FileNotFoundError(f"backbone weights {str(path)!r} not found (give a checkpoint "
-                                    "file, a state dict, or 'imagenet')")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            raise MissingFileError(f"backbone weights {str(path)!r} not found (give a "
+                                   "checkpoint file, a state dict, or 'imagenet')")
+        state = read_checkpoint(path)
         state = state.get("model", state) if isinstance(state, Mapping) else state
     state = {k.removeprefix("module."): v for k, v in state.items()}
     body = model.backbone.body
@@ -312,7 +314,7 @@ def load_backbone_weights(model: FasterRCNN, source: str | Path | Mapping) -> li
     unexpected = sorted(set(state) - set(wanted))
     mismatched = sorted(k for k in set(wanted) & set(state) if wanted[k].shape != state[k].shape)
     if missing or unexpected or mismatched:
-        raise ValueError(
+        raise InputError(
             f"backbone weights do not fit {spec.backbone}: missing {missing[:8]}"
             f"{' ...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
             f"{' ...' if len(unexpected) > 8 else ''}, mis-shaped {mismatched[:8]}")
@@ -345,10 +347,10 @@ def load_detector(path: str | Path, map_location: str | torch.device = "cpu") ->
     """Rebuild a detector from a checkpoint this project wrote (``{"model", "spec"}``)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"detector checkpoint {str(path)!r} not found")
-    saved = torch.load(path, map_location=map_location, weights_only=True)
+        raise MissingFileError(f"detector checkpoint {str(path)!r} not found")
+    saved = read_checkpoint(path, map_location)
     if not isinstance(saved, Mapping) or "model" not in saved or "spec" not in saved:
-        raise ValueError(f"{path}: not a detector checkpoint of this project (needs 'model' and "
+        raise InputError(f"{path}: not a detector checkpoint of this project (needs 'model' and "
                          "'spec' entries; convert Detectron2 files with "
                          "`python -m ckd_lib.detection.convert`)")
     model = build_detector(DetectorSpec.from_dict(saved["spec"]))

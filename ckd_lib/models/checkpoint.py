@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ckd_lib.errors import InputError, MissingFileError
+
 from .registry import create_model
 
 __all__ = ["CheckpointMismatchError", "load_teacher", "save_checkpoint", "file_sha256"]
@@ -32,7 +34,7 @@ _ACCURACY_KEYS = ("accuracy", "best_acc", "acc", "test_acc")
 _MAX_LISTED = 20
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(InputError):
     """The checkpoint's state dict does not fit the requested architecture."""
 
     def __init__(self, name: str, path: str, missing, unexpected, mismatched):
@@ -92,13 +94,36 @@ def _split_checkpoint(obj, path: str) -> tuple[dict, float | None, int | None]:
                     None if epoch is None else int(epoch),
                 )
         top = sorted(map(str, obj.keys()))
-        raise ValueError(
+        raise InputError(
             f"{path}: no state dict found (expected a state dict, or a dict with a 'model' or "
             f"'state_dict' entry holding one); top-level keys: {top}"
         )
-    raise ValueError(
+    raise InputError(
         f"{path}: expected a checkpoint dict or a state dict, got {type(obj).__name__}"
     )
+
+
+def read_checkpoint(path: str | Path, map_location="cpu"):
+    """``torch.load(weights_only=True)`` of a checkpoint file (tensors and plain containers
+    only: a file from elsewhere cannot run code), with an InputError that says what is wrong
+    with it: not a PyTorch file (text, say), truncated, or holding other Python objects."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - classified below, re-raised with the path
+        text = str(exc)
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        if "weights_only" in text or "Unsupported global" in text:
+            reason = ("it stores Python objects besides tensors and plain containers, which are "
+                      "not loaded from files (they could run code); re-save its state dict")
+        elif head[:2] == b"PK" and ("central directory" in text or "zip" in text.lower()):
+            reason = "it is truncated or damaged (an incomplete zip archive)"
+        elif head[:1] == b"\x80":
+            reason = "it is truncated or damaged (an incomplete pickle)"
+        else:
+            reason = "it is not a PyTorch checkpoint"
+        raise InputError(f"cannot read checkpoint {path}: {reason}") from None
 
 
 def _strip_prefix(sd: dict, prefix: str = "module.") -> dict:
@@ -111,8 +136,6 @@ def load_teacher(
     num_classes: int = 100,
     dataset: str = "cifar",
     map_location="cpu",
-    *,
-    weights_only: bool = True,
 ) -> tuple[nn.Module, dict]:
     """Build ``name`` and load the checkpoint at ``path`` strictly; return ``(model, info)``.
 
@@ -120,26 +143,16 @@ def load_teacher(
     is frozen). ``info`` = ``{"stored_accuracy": float | None, "epoch": int | None,
     "sha256": hex digest of the file, "path": str}``.
 
-    ``weights_only=True`` refuses pickled Python objects (safe for files from elsewhere); pass
-    ``False`` only for a trusted file that stores such objects (e.g. RepDistiller's ``*_last.pth``
-    with its argparse options).
+    The file is read with ``weights_only=True``: pickled Python objects are refused (files
+    from elsewhere cannot run code).
 
-    Raises FileNotFoundError (no such file), CheckpointMismatchError (a ValueError: keys or shapes
-    do not fit ``name``) and ValueError (unreadable or not a checkpoint).
+    Raises InputError (a ValueError): no such file, unreadable or not a checkpoint, and
+    CheckpointMismatchError (keys or shapes do not fit ``name``).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"teacher checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=weights_only)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the path and a hint
-        hint = (
-            " (if the file is trusted and stores Python objects, pass weights_only=False)"
-            if weights_only
-            else ""
-        )
-        raise ValueError(f"cannot read checkpoint {path}: {exc}{hint}") from exc
-
+        raise MissingFileError(f"teacher checkpoint {str(path)!r} not found")
+    obj = read_checkpoint(path, map_location)
     state, accuracy, epoch = _split_checkpoint(obj, str(path))
     state = _strip_prefix(state)
     model = create_model(name, num_classes=num_classes, dataset=dataset)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
+from ckd_lib.errors import InputError
+
 __all__ = ["DATASETS", "register", "create_model", "family", "list_models", "resolve_dataset"]
 
 #: Canonical zoo names.
@@ -43,7 +45,7 @@ def resolve_dataset(dataset: str) -> str:
     """Map a data-set name (or alias) to its zoo, raising ValueError for unknown names."""
     key = str(dataset).lower()
     if key not in _ALIASES:
-        raise ValueError(
+        raise InputError(
             f"unknown dataset {dataset!r} for the model zoo; valid: {sorted(_ALIASES)}"
         )
     return _ALIASES[key]
@@ -55,7 +57,7 @@ def register(name: str, dataset: str = "cifar") -> Callable:
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY[zoo]:
-            raise ValueError(f"model {name!r} registered twice in the {zoo} zoo")
+            raise InputError(f"model {name!r} registered twice in the {zoo} zoo")
         _REGISTRY[zoo][name] = fn
         return fn
 
@@ -83,7 +85,7 @@ def create_model(name: str, num_classes: int = 100, dataset: str = "cifar", **kw
             if others
             else ""
         )
-        raise ValueError(
+        raise InputError(
             f"unknown model {name!r} for dataset {zoo!r}{hint}; valid: {list_models(zoo)}"
         )
     return _REGISTRY[zoo][name](num_classes=num_classes, **kwargs)

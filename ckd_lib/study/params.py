@@ -21,6 +21,8 @@ from typing import Any
 
 import nbformat
 
+from ckd_lib.errors import InputError
+
 # Annotations a parameter may use. Union types (``int | None``) are left out on purpose: the
 # regular expression of papermill's inspection does not recognise them, so such a parameter would
 # disappear from ``papermill --help-notebook``. Use "" or 0 for "not set" instead.
@@ -28,7 +30,7 @@ SIMPLE_TYPES = {"int", "float", "str", "bool", "list", "dict", "Any"}
 CONTAINERS = {"list", "dict"}
 
 
-class ParameterError(ValueError):
+class ParameterError(InputError):
     """A profile sets a parameter a notebook does not declare, or a value of the wrong type."""
 
 
