@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ckd_lib.detection.config import DetectionConfig  # noqa: E402
-from ckd_lib.detection.distill import DetectionDistiller, method_terms  # noqa: E402
+from ckd_lib.detection.distill import DetectionDistiller  # noqa: E402
 from ckd_lib.detection.engine import _parameter_groups  # noqa: E402
 from ckd_lib.detection.models import (  # noqa: E402
     MAX_SIZE,
@@ -52,6 +52,7 @@ from ckd_lib.detection.models import (  # noqa: E402
     DetectorSpec,
     build_detector,
 )
+from ckd_lib.methods import get_method  # noqa: E402
 
 METHODS = ("baseline", "DKD", "ReviewKD+CKD")
 TEACHER, STUDENT = "R101", "R18"
@@ -187,7 +188,7 @@ def time_method(method: str, args: argparse.Namespace, device: torch.device,
     torch.manual_seed(0)
     student = build_detector(spec)
     teacher = None
-    if method_terms(method):
+    if get_method(method, "detection").terms:
         teacher = build_detector(spec.replace(backbone=config.teacher))
     distiller = DetectionDistiller(student, teacher, method, config.loss,
                                    amp_dtype=torch.bfloat16 if args.amp == "bf16" else None

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
+
+from ckd_lib.errors import InputError
 
 RECIPES_FILE = "recipes.csv"
 # Rows the sources imply but do not publish as configs (each says so in its source column).
@@ -35,6 +37,8 @@ class Recipe:
     loss_params: dict = field(default_factory=dict)
     source: str = ""
     schedule_text: str = ""
+    # The method whose row this recipe borrows (a method registered with recipe_from).
+    borrowed_from: str | None = None
 
 
 _STEP = re.compile(r"^step_x(?P<decay>[0-9.]+)_at_(?P<ms>[0-9_]+)$")
@@ -55,7 +59,7 @@ def parse_schedule(text: str) -> tuple[str, tuple[int, ...], float]:
         return "step", milestones, float(match.group("decay"))
     if "iters" in text:
         return "iterations", (), 0.1
-    raise ValueError(f"unknown schedule {text!r} in {RECIPES_FILE}")
+    raise InputError(f"unknown schedule {text!r} in {RECIPES_FILE}")
 
 
 def _parse_value(text: str):
@@ -111,11 +115,18 @@ def all_recipes() -> tuple[Recipe, ...]:
     return tuple(rows)
 
 
+def task_of(dataset: str) -> str:
+    """The method registry's task of a recipe dataset."""
+    return "detection" if dataset == "coco" else "classification"
+
+
 def get_recipe(dataset: str, teacher: str | None, student: str, method: str) -> Recipe:
     """The published recipe of one table cell.
 
     Teacher training is ``get_recipe(dataset, None, "resnet56", "teacher")`` (or method ``"CE"``
-    with no teacher). An unknown cell raises a ValueError that lists what the table does hold.
+    with no teacher). A method with no row of its own borrows the row of the method its
+    registration names (``recipe_from``; see :func:`borrow`); explicit rows win. An unknown cell
+    raises a ValueError that lists what the table does hold.
     """
     recipes = all_recipes()
     if method in ("teacher", "CE") and teacher is None:
@@ -128,13 +139,38 @@ def get_recipe(dataset: str, teacher: str | None, student: str, method: str) -> 
         return hits[0]
     datasets = sorted({r.dataset for r in recipes})
     if dataset not in datasets:
-        raise ValueError(f"no recipes for dataset {dataset!r}; datasets with recipes: {datasets}")
+        raise InputError(f"no recipes for dataset {dataset!r}; datasets with recipes: {datasets}")
+    if method not in ("teacher", "CE"):
+        from ckd_lib.methods import get_method
+
+        try:
+            spec = get_method(method, task_of(dataset))
+        except InputError:  # not a method at all: the cells below say what exists
+            spec = None
+        if spec is not None and spec.recipe_from and spec.recipe_from != method:
+            return borrow(get_recipe(dataset, teacher, student, spec.recipe_from), method)
     cells = sorted({f"{r.teacher}->{r.student}:{r.method}" for r in recipes
                     if r.dataset == dataset})
-    raise ValueError(
+    raise InputError(
         f"no recipe for {dataset} {teacher}->{student} method {method!r}; "
         f"cells with recipes on {dataset}: {cells}"
     )
+
+
+def borrow(base: Recipe, method: str) -> Recipe:
+    """``base`` (another method's row) as the recipe of ``method``: its schedule, lr, batch and
+    weight decay, and those of its loss parameters that ``method`` accepts with the same
+    default (a parameter whose default the method sets differently, such as KD+CKD's CE weight
+    of 0.1, keeps the method's own default)."""
+    from ckd_lib.methods import get_method
+
+    task = task_of(base.dataset)
+    own = get_method(method, task).defaults()
+    lender = get_method(base.method, task).defaults()
+    loss = {k: v for k, v in base.loss_params.items()
+            if k in own and k in lender and own[k] == lender[k]}
+    return replace(base, method=method, loss_params=loss, borrowed_from=base.method,
+                   source=f"{base.method} recipe, borrowed by {method}: {base.source}")
 
 
 def pairs(dataset: str = "cifar100", method: str = "CKD") -> list[tuple[str, str]]:

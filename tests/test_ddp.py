@@ -17,7 +17,8 @@ from torch import nn
 
 from ckd_lib import results
 from ckd_lib.config import RunConfig
-from ckd_lib.engine.methods import KnowledgeDistillation, StudentStep
+from ckd_lib.engine.objective import Objective, StudentStep
+from ckd_lib.methods import TermContext, get_method
 
 DATA = "synthetic:num_classes=10,num_train=512,num_test=64"
 
@@ -40,11 +41,16 @@ class Linear(nn.Module):
         return self.fc(x)
 
 
+def kd_objective() -> Objective:
+    method = get_method("KD")
+    return Objective(method, method.resolve({"ce_weight": 0.1, "kd_weight": 0.9,
+                                             "temperature": 4.0}), TermContext("classification"))
+
+
 def _kd_worker(rank, world, port, x, y, t, queue):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    step = StudentStep(Linear(), KnowledgeDistillation(
-        {"ce_weight": 0.1, "kd_weight": 0.9, "temperature": 4.0}))
+    step = StudentStep(Linear(), kd_objective())
     ddp = nn.parallel.DistributedDataParallel(step)
     b = x.shape[0] // world
     part = slice(rank * b, (rank + 1) * b)
@@ -64,8 +70,7 @@ def test_ddp_kd_equals_one_process_on_the_whole_batch():
     x = torch.randn(8, 12, generator=g, dtype=torch.float64)
     t = torch.randn(8, 5, generator=g, dtype=torch.float64) * 3
     y = torch.randint(0, 5, (8,), generator=g)
-    single = StudentStep(Linear(), KnowledgeDistillation(
-        {"ce_weight": 0.1, "kd_weight": 0.9, "temperature": 4.0}))
+    single = StudentStep(Linear(), kd_objective())
     _, terms = single(x, y, t, None, torch.ones((), dtype=torch.float64))
     loss = sum(terms.values())
     loss.backward()

@@ -13,8 +13,8 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FrozenBatchNorm2d
 
 from ckd_lib.detection.coco import CocoDetection
-from ckd_lib.detection.config import DetectionConfig, parse_iteration_schedule
-from ckd_lib.detection.distill import DETECTION_METHODS, DetectionDistiller, renormalise
+from ckd_lib.detection.config import DetectionConfig, detection_methods, parse_iteration_schedule
+from ckd_lib.detection.distill import DetectionDistiller, renormalise
 from ckd_lib.detection.engine import evaluate_detector, lr_at, train_detection
 from ckd_lib.detection.evaluate import evaluate_predictions
 from ckd_lib.detection.models import build_detector, load_detector
@@ -126,7 +126,7 @@ def test_renormalise_equals_normalising_before_padding():
     assert renormalise(batch_a, mean_a, std_a, mean_a, std_a) is batch_a.tensors
 
 
-@pytest.mark.parametrize("method", DETECTION_METHODS)
+@pytest.mark.parametrize("method", detection_methods())
 def test_a_few_steps_of_each_method_lower_its_loss(method):
     student, teacher = models(roi_batch_per_image=64)  # 64 RoIs per image: a quick CPU test
     distiller = DetectionDistiller(student, None if method == "baseline" else teacher,

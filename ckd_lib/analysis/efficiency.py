@@ -1,6 +1,6 @@
 """Cost of the methods: time per training iteration and memory, and the CKD loss alone.
 
-The step timed is the engine's own (``ckd_lib.engine.methods`` objectives, the teacher under
+The step timed is the engine's own (``ckd_lib.engine.objective`` objectives, the teacher under
 ``no_grad``), run eagerly in float32 on random CIFAR-shaped inputs, so the methods are compared
 on the same footing and no dataset is needed. Time: median over ``steps`` iterations after
 ``warmup`` (each synchronised on CUDA). Memory: on CUDA the peak allocated during the timed
@@ -52,7 +52,7 @@ def time_training_step(method: str, teacher: str | None, student: str, batch_siz
                        warmup: int = 5, loss: dict | None = None, seed: int = 0) -> dict:
     """Milliseconds per training iteration of ``method`` (teacher forward, student forward and
     backward, SGD update) and its memory; see the module docstring."""
-    from ckd_lib.engine.methods import build_objective  # imports the engine (and tqdm) lazily
+    from ckd_lib.engine.objective import build_objective  # imports the engine (and tqdm) lazily
 
     dev = _device(device)
     torch.manual_seed(seed)

@@ -15,11 +15,11 @@ The names below are loaded on first use, so importing one submodule (the report 
 from importlib import import_module
 
 _EXPORTS = {
-    "DETECTION_METHODS": "distill",
     "DetectionConfig": "config",
     "DetectionDistiller": "distill",
     "DetectorSpec": "models",
     "build_detector": "models",
+    "detection_methods": "config",
     "evaluate_detector": "engine",
     "load_detector": "models",
     "train_detection": "engine",

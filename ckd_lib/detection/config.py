@@ -15,13 +15,11 @@ is also how the matched-budget comparison (every method at the same iterations) 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ckd_lib.detection.distill import DETECTION_METHODS, method_terms, resolve_loss_params
+from ckd_lib.configbase import ConfigError, RunConfigBase, check_choice, show
 from ckd_lib.detection.models import (
     DETECTION_BACKBONES,
     DETECTOR_KINDS,
@@ -30,9 +28,10 @@ from ckd_lib.detection.models import (
     TRAIN_MIN_SIZES,
     DetectorSpec,
 )
-from ckd_lib.fields import check_known_fields, plain_dict
+from ckd_lib.errors import InputError, MissingFileError
 
-__all__ = ["BACKBONE_ALIASES", "DetectionConfig", "parse_iteration_schedule"]
+__all__ = ["BACKBONE_ALIASES", "DetectionConfig", "detection_methods",
+           "parse_iteration_schedule"]
 
 # The recipes' short names -> backbone names.
 BACKBONE_ALIASES = {"R18": "resnet18", "R34": "resnet34", "R50": "resnet50", "R101": "resnet101",
@@ -46,13 +45,22 @@ _ITERS = re.compile(r"^(?P<iters>\d+)k_iters_steps(?P<steps>(_\d+k)+)$")
 # Fields that do not change what a run computes (left out of the hash).
 EXECUTION_FIELDS = ("device", "amp", "workers", "checkpoint_every", "log_every", "out_dir",
                     "progress", "eval_images_per_batch", "label")
+# Recipe loss keys that only describe where a loss applies (kept in the config, not hashed).
+DESCRIPTIVE_LOSS_KEYS = ("applied_to",)
+
+
+def detection_methods() -> list[str]:
+    """The detection methods a config accepts (the registry's, plugins included)."""
+    from ckd_lib.methods import method_names
+
+    return method_names("detection")
 
 
 def parse_iteration_schedule(text: str) -> tuple[int, tuple[int, ...]]:
     """``"360k_iters_steps_240k_320k"`` -> ``(360000, (240000, 320000))``."""
     match = _ITERS.match(text)
     if not match:
-        raise ValueError(f"not an iteration schedule: {text!r} (expected e.g. "
+        raise InputError(f"not an iteration schedule: {text!r} (expected e.g. "
                          "'360k_iters_steps_240k_320k')")
     steps = tuple(int(s[:-1]) * 1000 for s in match.group("steps").strip("_").split("_"))
     return int(match.group("iters")) * 1000, steps
@@ -64,12 +72,12 @@ def backbone_name(name: str) -> str:
         return name
     if name in BACKBONE_ALIASES:
         return BACKBONE_ALIASES[name]
-    raise ValueError(f"unknown detection backbone {name!r}; accepted: "
-                     f"{', '.join(DETECTION_BACKBONES)} or {', '.join(BACKBONE_ALIASES)}")
+    raise ConfigError(f"unknown detection backbone {name!r}; accepted: "
+                      f"{', '.join(DETECTION_BACKBONES)} or {', '.join(BACKBONE_ALIASES)}")
 
 
 @dataclass
-class DetectionConfig:
+class DetectionConfig(RunConfigBase):
     """A COCO detection (or instance segmentation) run. See the module docstring."""
 
     data_root: str
@@ -111,13 +119,19 @@ class DetectionConfig:
     label: str = "coco"
     progress: bool = False
 
+    TASK = "detection"
+    NOT_HASHED = EXECUTION_FIELDS
+    FIELD_FORMS = {"device": "'auto', 'cpu', 'cuda' or 'cuda:N'",
+                   "milestones": "a list of iterations, e.g. [240000, 320000]",
+                   "student_weights": "'imagenet', a classifier checkpoint file or null"}
+
     def __post_init__(self) -> None:
-        self.milestones = tuple(int(m) for m in self.milestones)
-        self.train_min_sizes = tuple(int(s) for s in self.train_min_sizes)
+        self.milestones = tuple(self.milestones)
+        self.train_min_sizes = tuple(self.train_min_sizes)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
-    def from_recipe(cls, teacher: str | None, student: str, method: str,
+    def from_recipe(cls, teacher: str | None, student: str, method: str, /,
                     iterations: int | None = None, **overrides) -> DetectionConfig:
         """The recipe's schedule, lr, batch and loss parameters, then ``overrides``."""
         from ckd_lib.recipes import get_recipe
@@ -125,8 +139,8 @@ class DetectionConfig:
         recipe = get_recipe("coco", teacher, student, method)
         total, steps = parse_iteration_schedule(recipe.schedule_text)
         if iterations is not None:
-            if iterations <= 0:
-                raise ValueError(f"iterations must be positive; got {iterations!r}")
+            if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations <= 0:
+                raise ConfigError(f"iterations={iterations!r} must be a positive integer")
             steps = tuple(max(1, round(s * iterations / total)) for s in steps)
             if iterations < total:  # a shortened schedule warms up in proportion
                 overrides.setdefault("warmup_iterations", max(
@@ -142,67 +156,86 @@ class DetectionConfig:
         )
         if teacher and backbone_name(teacher) == "resnet50":
             values["teacher_checkpoint"] = "torchvision"
-        values.update(overrides)
-        return cls(**values)
+        loss = overrides.pop("loss", None)
+        config = cls.from_dict({**values, **overrides})
+        return config.with_overrides({"loss": loss}) if loss else config
 
     # -- validation -------------------------------------------------------------------------
     def validate(self, check_files: bool = True) -> DetectionConfig:
-        """Raise a ValueError (FileNotFoundError for files) naming the bad value; returns self."""
+        """Raise a ConfigError naming the bad value; ``check_files`` also checks that the
+        teacher, the student's weights and the COCO folder exist. Returns self."""
+        self._check_files = check_files
+        return super().validate()
+
+    def loss_params(self) -> dict:
+        return self.method_spec.resolve({k: v for k, v in self.loss.items()
+                                         if k not in DESCRIPTIVE_LOSS_KEYS})
+
+    def _validate(self) -> None:
+        check_files = getattr(self, "_check_files", True)
         self.student = backbone_name(self.student)
         if self.teacher is not None:
             self.teacher = backbone_name(self.teacher)
-        if self.kind not in DETECTOR_KINDS:
-            raise ValueError(f"kind {self.kind!r} is not one of {', '.join(DETECTOR_KINDS)}")
-        if self.method not in DETECTION_METHODS:
-            raise ValueError(f"method {self.method!r} is not one of "
-                             f"{', '.join(DETECTION_METHODS)}")
-        if method_terms(self.method) and self.teacher is None:
-            raise ValueError(f"method {self.method!r} needs a teacher (one of "
-                             f"{', '.join(DETECTION_BACKBONES)})")
-        if method_terms(self.method) and check_files and not self.teacher_checkpoint:
-            raise ValueError(f"method {self.method!r} needs teacher_checkpoint (a file, or one "
-                             f"of {TEACHER_SOURCES})")
-        if not method_terms(self.method) and self.teacher is not None:
-            raise ValueError("method 'baseline' trains the detector alone; set teacher=None")
-        resolve_loss_params(self.method, self.loss)
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp {self.amp!r} is not one of {', '.join(AMP_MODES)}")
+        check_choice("kind", self.kind, DETECTOR_KINDS)
+        check_choice("method", self.method, detection_methods())
+        distils = bool(self.method_spec.terms)
+        if distils and self.teacher is None:
+            raise ConfigError(f"method {self.method!r} needs a teacher (one of "
+                              f"{', '.join(DETECTION_BACKBONES)})")
+        if distils and check_files and not self.teacher_checkpoint:
+            raise ConfigError(f"method {self.method!r} needs teacher_checkpoint (a file, or one "
+                              f"of {TEACHER_SOURCES})")
+        if not distils and self.teacher is not None:
+            raise ConfigError(f"method {self.method!r} trains the detector alone; set "
+                              "teacher=None")
+        check_choice("amp", self.amp, AMP_MODES)
         for name in ("iterations", "images_per_batch", "warmup_iterations", "checkpoint_every",
                      "log_every", "eval_images_per_batch", "test_min_size", "max_size",
-                     "roi_batch_per_image"):
+                     "roi_batch_per_image", "workers", "eval_every", "seed"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0 or (
-                    value == 0 and name != "warmup_iterations"):
-                raise ValueError(f"{name} must be a positive int; got {value!r}")
+            if value < 0 or (value == 0 and name not in ("warmup_iterations", "workers",
+                                                         "eval_every", "seed")):
+                raise ConfigError(f"{name}={value!r} must be a positive integer")
         if list(self.milestones) != sorted(self.milestones) or any(
                 not 0 < m <= self.iterations for m in self.milestones):
-            raise ValueError(f"milestones must be increasing and within 1..iterations "
-                             f"({self.iterations}); got {list(self.milestones)}")
-        if not self.lr > 0 or not 0 <= self.warmup_factor <= 1:
-            raise ValueError(f"lr must be > 0 and warmup_factor in [0, 1]; got lr={self.lr!r}, "
-                             f"warmup_factor={self.warmup_factor!r}")
+            raise ConfigError(f"milestones={list(self.milestones)} must be increasing and within "
+                              f"1..iterations ({self.iterations})")
+        if not self.train_min_sizes or any(s < 1 for s in self.train_min_sizes):
+            raise ConfigError(f"train_min_sizes={list(self.train_min_sizes)} must be a non-empty "
+                              "list of positive sizes")
+        if not self.lr > 0:
+            raise ConfigError(f"lr={show(self.lr)} must be positive")
+        if not 0 <= self.warmup_factor <= 1:
+            raise ConfigError(f"warmup_factor={show(self.warmup_factor)} must be in [0, 1]")
+        if not 0 < self.gamma <= 1 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise ConfigError(f"gamma={show(self.gamma)} must be in (0, 1], momentum="
+                              f"{show(self.momentum)} in [0, 1), weight_decay="
+                              f"{show(self.weight_decay)} >= 0")
         for name in ("train_limit", "val_limit"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value <= 0):
-                raise ValueError(f"{name} must be None or a positive int; got {value!r}")
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name}={value!r} must be null or a positive integer")
+        if self.device != "auto" and not (self.device in ("cpu", "cuda") or (
+                self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            raise ConfigError(f"device={self.device!r} is not accepted; device must be "
+                              f"{self.FIELD_FORMS['device']}")
         if self.student_weights not in (None, "imagenet") and check_files \
                 and not Path(self.student_weights).is_file():
-            raise FileNotFoundError(f"student_weights {self.student_weights!r} is not a file "
-                                    "(give a classifier checkpoint, 'imagenet' or None)")
+            raise MissingFileError(f"student_weights={self.student_weights!r} is not a file "
+                                   "(give a classifier checkpoint, 'imagenet' or null)")
         if self.teacher_checkpoint not in (None, *TEACHER_SOURCES):
             if check_files and not Path(self.teacher_checkpoint).is_file():
-                raise FileNotFoundError(
-                    f"teacher_checkpoint {self.teacher_checkpoint!r} is not a file (give a "
+                raise MissingFileError(
+                    f"teacher_checkpoint={self.teacher_checkpoint!r} is not a file (give a "
                     f"detector checkpoint, e.g. one converted from Detectron2 with `python -m "
                     f"ckd_lib.detection.convert`, or one of {TEACHER_SOURCES})")
         elif self.teacher_checkpoint == "torchvision" and self.teacher != "resnet50":
-            raise ValueError(f"torchvision publishes COCO weights for resnet50 detectors only; "
-                             f"teacher {self.teacher!r} needs a checkpoint file")
+            raise ConfigError(f"torchvision publishes COCO weights for resnet50 detectors only; "
+                              f"teacher {self.teacher!r} needs a checkpoint file")
         if check_files:
             from ckd_lib.detection.coco import check_coco_root
 
             check_coco_root(self.data_root, splits=(self.train_split, self.val_split))
-        return self
 
     # -- identity ---------------------------------------------------------------------------
     def student_spec(self, num_classes: int) -> DetectorSpec:
@@ -216,22 +249,15 @@ class DetectionConfig:
                             test_min_size=self.test_min_size, max_size=self.max_size,
                             roi_batch_per_image=self.roi_batch_per_image)
 
-    def to_dict(self) -> dict:
-        return plain_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> DetectionConfig:
-        check_known_fields(cls, data, "DetectionConfig fields")
-        return cls(**data)
+    def hash_content(self) -> dict:
+        """The base's content, with the COCO folder as an absolute path (the same data moved
+        elsewhere is another run: the record says where its images came from)."""
+        content = super().hash_content()
+        content["data_root"] = str(Path(self.data_root).resolve())
+        return content
 
     def config_hash(self) -> str:
-        content = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
-        content["loss"] = resolve_loss_params(self.method, self.loss)
-        content["data_root"] = str(Path(self.data_root).resolve())
-        for key in ("lr", "gamma", "momentum", "weight_decay", "warmup_factor"):
-            content[key] = float(content[key])
-        text = json.dumps(content, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return super().config_hash()[:12]
 
     def run_id(self) -> str:
         pair = f"{self.teacher}-{self.student}" if self.teacher else self.student

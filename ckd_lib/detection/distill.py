@@ -11,9 +11,12 @@ torchvision's modules with the same data flow:
 3. The student's *sampled* proposals (after the sampler, before any NMS) are pooled from the
    teacher's FPN and passed through the teacher's box head and predictor, so teacher and student
    class logits (``num_classes`` = 81-way) refer to the same boxes, row for row.
-4. Method losses on those logits: CKD (``ckd_loss`` over all sampled proposals of the batch as
-   one contrast set), DKD (targets = the sampled proposals' labels, background included), KD;
-   ReviewKD on the five FPN levels (``FPNReviewKD`` + ``hcl_loss``); or their sums.
+4. The method's terms (``ckd_lib.methods``, task "detection") on those logits: CKD
+   (``ckd_loss`` over all sampled proposals of the batch as one contrast set), DKD (targets =
+   the sampled proposals' labels, background included), KD; ReviewKD on the five FPN levels
+   (``FPNReviewKD`` + ``hcl_loss``); their sums; or a plugin's term, which sees the same
+   ``TermInputs`` (student and teacher logits of the sampled proposals, their labels, and the
+   FPN levels as features).
 The authors apply no warm-up to these terms on detection, and neither do we.
 """
 
@@ -27,81 +30,10 @@ from torch import nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import fastrcnn_loss, maskrcnn_loss
 
-from ckd_lib.losses import ABF, ckd_loss, dkd_loss, hcl_loss, kd_loss
+from ckd_lib.detection.config import DESCRIPTIVE_LOSS_KEYS
+from ckd_lib.methods import TermContext, TermInputs, get_method
 
-__all__ = [
-    "DETECTION_METHODS",
-    "DEFAULT_LOSS_PARAMS",
-    "DetectionDistiller",
-    "FPNReviewKD",
-    "method_terms",
-    "renormalise",
-]
-
-# The detector alone ("baseline"), each logit method, ReviewKD alone and the paper's sums.
-DETECTION_METHODS = ("baseline", "KD", "DKD", "CKD", "ReviewKD", "ReviewKD+KD", "ReviewKD+DKD",
-                     "ReviewKD+CKD")
-# Defaults per loss term; a recipe's loss_params override them (recipes.csv: ckd_weight 0.1 and
-# tau 1; DKD alpha 1, beta 0.25, T 1; reviewkd_weight per pair). KD's weight and temperature on
-# detection are not published with the paper: 1.0 and 1 are this project's choice.
-DEFAULT_LOSS_PARAMS = {
-    "CKD": {"ckd_weight": 0.1, "temperature": 1.0},
-    "DKD": {"dkd_weight": 1.0, "alpha": 1.0, "beta": 0.25, "temperature": 1.0},
-    "KD": {"kd_weight": 1.0, "kd_temperature": 1.0},
-    "ReviewKD": {"reviewkd_weight": 1.0},
-}
-# Recipe keys that only describe where a loss applies (kept in the record, not used here).
-_DESCRIPTIVE_KEYS = {"applied_to"}
-
-
-def method_terms(method: str) -> tuple[str, ...]:
-    """The loss terms of a method name: "ReviewKD+CKD" -> ("ReviewKD", "CKD")."""
-    if method not in DETECTION_METHODS:
-        raise ValueError(f"detection method {method!r} is not one of "
-                         f"{', '.join(DETECTION_METHODS)}")
-    return () if method == "baseline" else tuple(method.split("+"))
-
-
-def resolve_loss_params(method: str, given: Mapping | None = None) -> dict:
-    """Defaults of the method's terms updated by ``given``; unknown keys raise."""
-    params: dict = {}
-    for term in method_terms(method):
-        params.update(DEFAULT_LOSS_PARAMS[term])
-    given = dict(given or {})
-    unknown = sorted(set(given) - set(params) - _DESCRIPTIVE_KEYS)
-    if unknown:
-        raise ValueError(f"loss parameters {unknown} do not apply to detection method "
-                         f"{method!r}; accepted: {sorted(params)}")
-    params.update({k: v for k, v in given.items() if k not in _DESCRIPTIVE_KEYS})
-    return params
-
-
-class FPNReviewKD(nn.Module):
-    """ReviewKD connectors between two FPNs (the authors' detection ``build_kd_trans``).
-
-    All levels have ``channels`` channels (FPN's 256) in student and teacher alike, and since
-    both see the same batch, each student level has its teacher level's spatial size; the sizes
-    change from batch to batch (multi-scale training), so unlike the classification ``ReviewKD``
-    nothing here is fixed at construction. Levels run shallow (P2) to deep (P6); fusion goes from
-    the deepest level up, each ABF resizing the deeper residual to its own level.
-    """
-
-    def __init__(self, num_levels: int = 5, channels: int = 256, mid_channel: int = 256) -> None:
-        super().__init__()
-        self.abfs = nn.ModuleList(ABF(channels, mid_channel, channels, fuse=i < num_levels - 1)
-                                  for i in range(num_levels))
-
-    def forward(self, student_levels: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        if len(student_levels) != len(self.abfs):
-            raise ValueError(f"FPNReviewKD: expected {len(self.abfs)} FPN levels, got "
-                             f"{len(student_levels)}")
-        out: list[torch.Tensor] = []
-        residual = None
-        for idx in range(len(self.abfs) - 1, -1, -1):
-            level = student_levels[idx]
-            fused, residual = self.abfs[idx](level, residual, tuple(level.shape[-2:]))
-            out.append(fused)
-        return out[::-1]
+__all__ = ["DetectionDistiller", "renormalise"]
 
 
 def renormalise(batch: ImageList, from_mean: Sequence[float], from_std: Sequence[float],
@@ -135,9 +67,10 @@ class DetectionDistiller(nn.Module):
     ``forward(images, targets)`` takes what torchvision's detectors take in training (a list of
     [3, H, W] RGB images in [0, 1] and target dicts) and returns named losses: the detector's
     own (``loss_classifier``, ``loss_box_reg``, ``loss_objectness``, ``loss_rpn_box_reg``,
-    ``loss_mask`` for Mask R-CNN) and the method's, already weighted (``loss_ckd``, ``loss_dkd``,
-    ``loss_kd``, ``loss_reviewkd``). The total is their sum. Trainable parameters: the student's
-    and, for ReviewKD, the connectors'. The teacher stays in eval mode with gradients off.
+    ``loss_mask`` for Mask R-CNN) and the method's terms, already weighted (``loss_<term>``:
+    ``loss_ckd``, ``loss_dkd``, ``loss_kd``, ``loss_reviewkd``). The total is their sum.
+    Trainable parameters: the student's and its terms' (ReviewKD's connectors). The teacher
+    stays in eval mode with gradients off.
     ``last_logits`` holds the latest (student, teacher) RoI logits and the sampled proposals, for
     tests and diagnostics. ``amp_dtype`` (e.g. bf16) runs the backbones and FPNs under
     autocast; heads, box coding and losses stay float32.
@@ -148,8 +81,11 @@ class DetectionDistiller(nn.Module):
                  amp_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.method = method
-        self.terms = method_terms(method)
-        self.params = resolve_loss_params(method, loss_params)
+        spec = get_method(method, "detection")
+        self.terms = spec.terms
+        self.needs = spec.needs
+        self.params = spec.resolve({k: v for k, v in (loss_params or {}).items()
+                                    if k not in DESCRIPTIVE_LOSS_KEYS})
         if self.terms and teacher is None:
             raise ValueError(f"detection method {method!r} needs a teacher")
         self.student = student
@@ -161,7 +97,8 @@ class DetectionDistiller(nn.Module):
             if teacher.spec.num_classes != student.spec.num_classes:
                 raise ValueError(f"teacher predicts {teacher.spec.num_classes} classes, student "
                                  f"{student.spec.num_classes}; they must share a label space")
-        self.reviewkd = FPNReviewKD() if "ReviewKD" in self.terms else None
+        self.parts = nn.ModuleDict(spec.build_terms(
+            self.params, TermContext("detection", student, teacher)))
         self.last_logits: dict[str, object] = {}
         self.amp_dtype = amp_dtype
 
@@ -225,7 +162,7 @@ class DetectionDistiller(nn.Module):
                       proposal_labels: torch.Tensor) -> dict[str, torch.Tensor]:
         teacher = self.teacher
         s_spec, t_spec = self.student.spec, teacher.spec
-        needs_logits = any(t in self.terms for t in ("CKD", "DKD", "KD"))
+        needs_logits = "teacher_logits" in self.needs
         with torch.no_grad():
             teacher_input = renormalise(batch, s_spec.image_mean, s_spec.image_std,
                                         t_spec.image_mean, t_spec.image_std)
@@ -237,20 +174,6 @@ class DetectionDistiller(nn.Module):
                 t_logits, _ = t_heads.box_predictor(t_heads.box_head(pooled))
         self.last_logits = {"student": class_logits.detach(), "teacher": t_logits,
                             "proposals": [p.detach() for p in proposals]}
-        p = self.params
-        out: dict[str, torch.Tensor] = {}
-        if "CKD" in self.terms:
-            out["loss_ckd"] = p["ckd_weight"] * ckd_loss(class_logits, t_logits,
-                                                         temperature=p["temperature"])
-        if "DKD" in self.terms:
-            out["loss_dkd"] = p["dkd_weight"] * dkd_loss(class_logits, t_logits, proposal_labels,
-                                                         alpha=p["alpha"], beta=p["beta"],
-                                                         temperature=p["temperature"])
-        if "KD" in self.terms:
-            out["loss_kd"] = p["kd_weight"] * kd_loss(class_logits, t_logits,
-                                                      temperature=p["kd_temperature"])
-        if "ReviewKD" in self.terms:
-            fused = self.reviewkd(list(features.values()))
-            out["loss_reviewkd"] = p["reviewkd_weight"] * hcl_loss(fused,
-                                                                   list(t_features.values()))
-        return out
+        inputs = TermInputs(class_logits, t_logits, proposal_labels,
+                            list(features.values()), list(t_features.values()))
+        return {f"loss_{name}": part(inputs) for name, part in self.parts.items()}

@@ -8,12 +8,13 @@ ValueError, and avoids host syncs and value-dependent branches (CUDA-graph frien
 from .ckd import CKD_NEGATIVES, ckd_loss, ckd_similarity
 from .dkd import dkd_components, dkd_loss
 from .kd import kd_loss
-from .reviewkd import ABF, ReviewKD, hcl_loss, reviewkd_features
+from .reviewkd import ABF, FPNReviewKD, ReviewKD, hcl_loss, reviewkd_features
 from .temperature import LearnableTemperature
 
 __all__ = [
     "ABF",
     "CKD_NEGATIVES",
+    "FPNReviewKD",
     "LearnableTemperature",
     "ReviewKD",
     "ckd_loss",

@@ -32,7 +32,7 @@ NORMALIZE_EPS = 1e-12
 """As ``F.normalize``'s default, which the authors' code uses."""
 
 
-def _check_options(negatives, symmetric, positive_only, chunk_size) -> None:
+def check_ckd_options(negatives, symmetric, positive_only, chunk_size) -> None:
     fn = "ckd_loss"
     if not isinstance(negatives, str) or negatives not in CKD_NEGATIVES:
         raise ValueError(f"{fn}: negatives={negatives!r} is not one of {CKD_NEGATIVES}")
@@ -115,7 +115,7 @@ def ckd_loss(
     Each row's CE keeps its own diagonal, so no row is ever fully masked and the loss stays
     finite (for B = 1 it is exactly 0).
     """
-    _check_options(negatives, symmetric, positive_only, chunk_size)
+    check_ckd_options(negatives, symmetric, positive_only, chunk_size)
     check_logits_pair(logits_student, logits_teacher, "ckd_loss")
     check_temperature(temperature, "ckd_loss")
     batch = logits_student.shape[0]

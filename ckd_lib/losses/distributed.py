@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ._checks import autocast_off, check_logits_pair, check_temperature, upcast, upcast_scalar
-from .ckd import NORMALIZE_EPS, _check_options, ckd_loss
+from .ckd import NORMALIZE_EPS, check_ckd_options, ckd_loss
 
 CKD_NEGATIVES_SCOPES = ("local", "global")
 """Accepted values of ``negatives_scope`` in :func:`ckd_loss_distributed`."""
@@ -204,7 +204,7 @@ def ckd_loss_distributed(
     rank, world = distributed_world(group)
     if negatives_scope == "local" or world == 1 or positive_only:
         return ckd_loss(logits_student, logits_teacher, **kwargs)
-    _check_options(negatives, symmetric, positive_only, chunk_size)
+    check_ckd_options(negatives, symmetric, positive_only, chunk_size)
     check_logits_pair(logits_student, logits_teacher, "ckd_loss_distributed")
     check_temperature(temperature, "ckd_loss_distributed")
     with autocast_off(logits_student):

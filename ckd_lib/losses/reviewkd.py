@@ -203,6 +203,34 @@ class ReviewKD(nn.Module):
         )
 
 
+class FPNReviewKD(nn.Module):
+    """ReviewKD connectors between two FPNs (the authors' detection ``build_kd_trans``).
+
+    All levels have ``channels`` channels (FPN's 256) in student and teacher alike, and since
+    both see the same batch, each student level has its teacher level's spatial size; the sizes
+    change from batch to batch (multi-scale training), so unlike the classification ``ReviewKD``
+    nothing here is fixed at construction. Levels run shallow (P2) to deep (P6); fusion goes from
+    the deepest level up, each ABF resizing the deeper residual to its own level.
+    """
+
+    def __init__(self, num_levels: int = 5, channels: int = 256, mid_channel: int = 256) -> None:
+        super().__init__()
+        self.abfs = nn.ModuleList(ABF(channels, mid_channel, channels, fuse=i < num_levels - 1)
+                                  for i in range(num_levels))
+
+    def forward(self, student_levels: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if len(student_levels) != len(self.abfs):
+            raise ValueError(f"FPNReviewKD: expected {len(self.abfs)} FPN levels, got "
+                             f"{len(student_levels)}")
+        out: list[torch.Tensor] = []
+        residual = None
+        for idx in range(len(self.abfs) - 1, -1, -1):
+            level = student_levels[idx]
+            fused, residual = self.abfs[idx](level, residual, tuple(level.shape[-2:]))
+            out.append(fused)
+        return out[::-1]
+
+
 def _probe(model: nn.Module, input_size: Sequence[int]) -> Mapping[str, object]:
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")

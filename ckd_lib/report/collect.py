@@ -60,18 +60,25 @@ def is_same_architecture(teacher: str, student: str) -> bool:
     return family(teacher) == family(student)
 
 
+def _method_defaults(method: str | None) -> dict:
+    """The registry's loss defaults of a classification method ({} for an unknown name)."""
+    from ckd_lib.errors import InputError
+    from ckd_lib.methods import get_method
+
+    try:
+        return get_method(str(method)).defaults()
+    except InputError:
+        return {}
+
+
 def loss_params(config: dict) -> dict:
     """The method's default loss parameters updated with the config's own (as the engine does)."""
-    from ckd_lib.config import METHOD_DEFAULTS
-
-    return {**METHOD_DEFAULTS.get(config.get("method"), {}), **(config.get("loss") or {})}
+    return {**_method_defaults(config.get("method")), **(config.get("loss") or {})}
 
 
 def loss_overrides(config: dict) -> dict:
     """Loss parameters that differ from the method's defaults."""
-    from ckd_lib.config import METHOD_DEFAULTS
-
-    defaults = METHOD_DEFAULTS.get(config.get("method"), {})
+    defaults = _method_defaults(config.get("method"))
     return {k: v for k, v in loss_params(config).items() if defaults.get(k, object()) != v}
 
 

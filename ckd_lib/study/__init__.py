@@ -31,7 +31,6 @@ from ckd_lib.study.designs import (
 from ckd_lib.study.params import ParameterError, notebook_parameters
 from ckd_lib.study.paths import StudyPaths, project_root, resolve
 from ckd_lib.study.plan import (
-    MAIN_METHODS,
     Settings,
     StudyError,
     family,
@@ -51,7 +50,6 @@ from ckd_lib.study.teachers import all_teachers, literature_teacher, prepare_tea
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 __all__ = [
-    "MAIN_METHODS",
     "VARIANTS",
     "ParameterError",
     "Row",

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ckd_lib.config import NOT_HASHED, RunConfig
-from ckd_lib.study.plan import MAIN_METHODS, Settings, StudyError, pair_name
+from ckd_lib.methods import get_method, main_methods
+from ckd_lib.study.plan import Settings, StudyError, pair_name
 
 # Named CKD variants of the ablation notebook: what each changes in the CKD recipe.
 VARIANTS = {
@@ -47,13 +48,14 @@ def same_run(a: RunConfig, b: RunConfig) -> bool:
     return canon(a) == canon(b)
 
 
-def main_rows(settings: Settings, pairs: list[tuple[str, str]], methods=MAIN_METHODS,
+def main_rows(settings: Settings, pairs: list[tuple[str, str]], methods=(),
               seeds=(0,)) -> list[Row]:
-    """The main tables: every method of every pair with its own published recipe."""
-    unknown = [m for m in methods if m not in MAIN_METHODS]
-    if unknown:
-        raise StudyError(f"methods {unknown} have no recipe in the main tables; accepted: "
-                         f"{list(MAIN_METHODS)}")
+    """The main tables: every method of every pair with its published recipe (or the one it
+    borrows). ``methods`` default to the registry's main methods (CE, KD, DKD, CKD); any
+    registered classification method, a plugin's included, may be added."""
+    methods = list(methods) or main_methods()
+    for method in methods:
+        get_method(method)  # an unknown name fails here, listing the accepted ones
     return [Row(method, pair_name(t, s), seed, settings.config(t, s, method, seed=seed))
             for t, s in pairs for seed in seeds for method in methods]
 
@@ -79,7 +81,7 @@ def ablation_rows(settings: Settings, pair: tuple[str, str], seeds=(0,), tempera
         def add(row_name, seed=seed, base=base, **kwargs):
             label = "ablation " + row_name
             cfg = settings.config(teacher, student, kwargs.pop("method", "CKD"), seed=seed,
-                                  label=label, recipe_method="CKD", **kwargs)
+                                  label=label, **kwargs)
             if not same_run(cfg, base):
                 rows.append(Row(row_name, name, seed, cfg))
 

@@ -19,6 +19,7 @@ import yaml
 
 from ckd_lib import results
 from ckd_lib.config import RunConfig
+from ckd_lib.methods import get_method
 from ckd_lib.recipes import all_recipes
 from ckd_lib.study.plan import StudyError, group_configs, scale_schedule, split_pair
 
@@ -68,7 +69,7 @@ def folder_configs(dataset: str, pairs, methods, seeds, *, out_dir: str, data_ro
                 if epoch_scale != 1.0:
                     config.epochs, config.milestones = scale_schedule(
                         config.epochs, config.milestones, epoch_scale)
-                if method in ("CKD", "KD+CKD", "CKD+ReviewKD"):
+                if "negatives_scope" in get_method(method).params():  # methods with a CKD term
                     config.loss["negatives_scope"] = negatives_scope
                 configs.append(config.validate())
     return configs
