@@ -3,25 +3,31 @@
 A record is the only thing the report reads. It carries the config and its hash, the code version
 (commit and dirty flag), the software and hardware, the data and teacher fingerprints, the whole
 per-epoch history, and the best and last accuracies, so every number in the report points back to
-the run that produced it. A run whose complete record exists with the same config hash is skipped.
+the run that produced it. A run whose complete record exists with the same config hash, and
+whose model file and history agree with it (:func:`record_problems`), is skipped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import subprocess
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import ckd_lib
+from ckd_lib.errors import InputError
 
 RECORD_NAME = "record.json"
-RECORD_VERSION = 1
+MODEL_NAME = "model_last.pth"
+# 2: records carry their model file's sha256 ("model") and may say "diverged"
+RECORD_VERSION = 2
 REQUIRED_KEYS = ("record_version", "run_id", "status", "config", "config_hash", "history",
                  "best", "last", "provenance")
 
@@ -124,41 +130,160 @@ def write_record(out_dir: str | Path, record: dict) -> Path:
     if missing:
         raise ValueError(f"record lacks required keys {missing}")
     path = record_path(out_dir, record["run_id"])
-    atomic_write_json(path, record)
+    atomic_write_json(path, {k: v for k, v in record.items() if not k.startswith("_")})
     return path
 
 
 def read_record(path: str | Path) -> dict:
-    record = json.loads(Path(path).read_text())
-    missing = [k for k in REQUIRED_KEYS if k not in record]
+    """A record from its JSON file; an unreadable or foreign file is an InputError."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: not a readable run record ({error})") from None
+    missing = [k for k in REQUIRED_KEYS if not isinstance(record, dict) or k not in record]
     if missing:
-        raise ValueError(f"{path}: not a run record, lacks {missing}")
+        raise InputError(f"{path}: not a run record, lacks {missing}")
     return record
 
 
-def completed_record(out_dir: str | Path, run_id: str, config_hash: str) -> dict | None:
-    """The complete record of this run if one exists with the same config hash, else None."""
+# -- trusting a record ---------------------------------------------------------------------------
+_SHA_CACHE: dict[tuple, str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, cached by (path, size, mtime) within this process."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def model_entry(path: str | Path) -> dict:
+    """What a record says about its model file: name, size and sha256."""
+    path = Path(path)
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def _close(a, b) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)))
+
+
+def _summary_problems(record: dict) -> list[str]:
+    """Whether best/last follow from the history (classification: epochs; detection: evals)."""
+    history = record.get("history") or []
+    if not history:
+        return ["its history is empty"]
+    if record.get("task") == "detection":
+        key, metric = "iteration", lambda h: h["bbox"]["AP"]
+        value = lambda summary: summary.get("AP")  # noqa: E731
+        done, expected = record.get("iterations_done"), record["config"].get("iterations")
+    else:
+        key, metric = "epoch", lambda h: h["test_top1"]
+        value = lambda summary: summary.get("top1")  # noqa: E731
+        done, expected = len(history), record["config"].get("epochs")
+    problems = []
+    if expected is not None and done != expected:
+        problems.append(f"it has {done} of {expected} {key}s in its history")
+    try:
+        best = max(history, key=metric)
+        for name, entry in (("best", best), ("last", history[-1])):
+            summary = record.get(name) or {}
+            if summary.get(key) != entry[key] or not _close(value(summary), metric(entry)):
+                problems.append(f"its {name} summary ({key} {summary.get(key)}, "
+                                f"{value(summary)}) is not what its history says ({key} "
+                                f"{entry[key]}, {metric(entry)})")
+    except (KeyError, TypeError, ValueError) as error:
+        problems.append(f"its history is malformed ({type(error).__name__}: {error})")
+    return problems
+
+
+def record_problems(record: dict, run_dir: str | Path | None = None) -> list[str]:
+    """Why a record that says "complete" cannot be believed: its history does not support its
+    summary, or its model file is missing or is not the file it was written with."""
+    if record.get("status") != "complete":
+        return []
+    problems = _summary_problems(record)
+    if run_dir is None:
+        run_dir = Path(record.get("_path", "")).parent
+    model = record.get("model")
+    path = Path(run_dir) / (model or {}).get("file", MODEL_NAME)
+    if not path.is_file():
+        problems.append(f"its model file {path} is missing")
+    elif model and model.get("sha256") and file_sha256(path) != model["sha256"]:
+        problems.append(f"its model file {path} is not the one it was written with (sha256 "
+                        "differs)")
+    return problems
+
+
+def completed_record(out_dir: str | Path, run_id: str, config_hash: str,
+                     log=None) -> dict | None:
+    """The complete record of this run if one exists with the same config hash and its files
+    agree with it, else None. A record that says complete but does not hold up (see
+    :func:`record_problems`) is moved aside to ``record.rejected-<time>.json`` (never deleted), and
+    ``log`` says why in one line."""
     path = record_path(out_dir, run_id)
     if not path.is_file():
         return None
     try:
         record = read_record(path)
-    except (ValueError, json.JSONDecodeError):
+    except InputError:
         return None
-    if record["status"] == "complete" and record["config_hash"] == config_hash:
-        return record
-    return None
+    if record["status"] != "complete" or record["config_hash"] != config_hash:
+        return None
+    problems = record_problems(record, path.parent)
+    if problems:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        aside = path.with_name(f"record.rejected-{stamp}.json")
+        os.replace(path, aside)
+        if log is not None:
+            log(f"{run_id}: its record says complete but {'; '.join(problems)}: the run is "
+                f"trained again (the old record is kept as {aside})")
+        return None
+    return record
 
 
 def load_records(out_dir: str | Path = "results/runs", status: str | None = "complete") -> list:
-    """Every record under `out_dir` (complete ones by default), sorted by run id."""
+    """Every record under `out_dir` (complete ones by default), sorted by run id. Each carries
+    ``_path`` and ``_problems`` (why a complete record cannot be believed; empty if it can)."""
     records = []
     for path in sorted(Path(out_dir).glob(f"*/{RECORD_NAME}")):
         try:
             record = read_record(path)
-        except (ValueError, json.JSONDecodeError):
+        except InputError:
             continue
         if status is None or record["status"] == status:
             record["_path"] = str(path)
+            record["_problems"] = record_problems(record, path.parent)
             records.append(record)
     return records
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+def load_state(path: str | Path, map_location="cpu", what: str = "checkpoint") -> dict:
+    """A checkpoint this project wrote, read with ``weights_only=True``: tensors and plain
+    containers only, so a file planted in a shared results folder cannot run code. Any other
+    content, or a truncated file, is an InputError naming the file."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} not found") from None
+    except Exception as error:  # noqa: BLE001 - any failure means the same: not ours, or broken
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        if "weights_only" in str(error) or "Unsupported global" in str(error):
+            reason = "it holds Python objects other than tensors and plain containers"
+        raise InputError(f"{what} {path} cannot be read: {reason or type(error).__name__}; "
+                         "move it away to start that run afresh") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{what} {path} is not a checkpoint of this project (it holds a "
+                         f"{type(state).__name__})")
+    return state

@@ -1,7 +1,9 @@
 """Tests of ckd_lib.losses against float64 re-derivations written here with explicit loops.
 
 The numpy references below never call the code under test; they follow the definitions
-(STUDY.md section 2, Hinton KD, the DKD and ReviewKD papers / mdistiller) term by term.
+(the CKD paper, Zhu et al., arXiv 2404.14109, and the authors' code ZhouXinzzzzz/CKD; Hinton et
+al. 2015 for KD; Zhao et al., CVPR 2022 for DKD; Chen et al., CVPR 2021 and mdistiller for
+ReviewKD) term by term.
 """
 
 from __future__ import annotations

@@ -12,19 +12,12 @@ from ckd_lib.engine.optim import TensorLrSGD
 from ckd_lib.engine.schedule import learning_rate, warmup_factor
 from ckd_lib.recipes import all_recipes, get_recipe, pairs
 
-SHARED_RECIPES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "recipes.csv"
 PROJECT_RECIPES = Path(__file__).resolve().parents[1] / "ckd_lib" / "resources" / "recipes.csv"
 
 
 def csv_rows():
     with open(PROJECT_RECIPES, newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def test_project_copy_matches_shared_reference_when_present():
-    if not SHARED_RECIPES.is_file():
-        pytest.skip("shared/reference not beside this checkout")
-    assert PROJECT_RECIPES.read_text() == SHARED_RECIPES.read_text()
 
 
 @pytest.mark.parametrize("row", csv_rows(), ids=lambda r: f"{r['dataset']}-{r['teacher']}-"

@@ -1,7 +1,8 @@
 """A loader that keeps the whole uint8 dataset on the device and augments whole batches there.
 
-Why: at batch 64 a CIFAR step is bound by kernel launches and host work, not arithmetic (see
-STUDY.md §5: ~8.9 s/epoch with data on the GPU vs 17.2 s with a DataLoader). So all per-epoch
+Why: at batch 64 a CIFAR step is bound by kernel launches and host work, not arithmetic (the
+DataLoader loop of ``ckd_lib.bench`` takes 8-10 s per epoch of resnet32x4 -> resnet8x4 on an
+H200, the engine's device-resident path 1.8 s; ``benchmarks/RESULTS.md``). So all per-epoch
 randomness (permutation, crop offsets, flips) is drawn once, at the start of the epoch, from a
 CPU generator seeded by ``(seed, epoch)``, moved to the device in one copy and turned into
 per-sample row/column index grids. Each batch is then one gather (crop + flip at once, with
@@ -140,7 +141,7 @@ class GpuLoader(EpochCounter):
 
     def _batches(self, plan) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, b = self._n, self.batch_size
-        for i in range(len(self)):
+        for i in range(self.skip_batches, len(self)):
             s, e = i * b, min((i + 1) * b, n)
             if plan is None:
                 yield self._normalise(self._images[s:e]), self._labels[s:e]

@@ -68,6 +68,7 @@ class ShardedEpochSampler(Sampler):
         self.n, self.train, self.seed = int(n), bool(train), int(seed)
         self.batch_size, self.rank, self.world_size = int(batch_size), int(rank), int(world_size)
         self.epoch = 0
+        self.skip = 0  # leading samples of this rank's epoch left out (resumed inside it)
 
     def indices(self, epoch: int | None = None) -> list[int]:
         """This rank's dataset indices, in order, for ``epoch`` (default: ``self.epoch``)."""
@@ -93,6 +94,7 @@ class ShardedEpochSampler(Sampler):
             self.rank,
             self.world_size,
         )
+        mine = mine[self.skip:]
         if not self.train:
             return ((i, None) for i in mine)
         return ((i, splitmix64(base + i)) for i in mine)
@@ -194,6 +196,7 @@ class ImageNetLoader(EpochCounter):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self._start_epoch()
         self.sampler.epoch = epoch
+        self.sampler.skip = self.skip_batches * self.batch_size
         self._generator.manual_seed(derive_seed(self.seed, epoch, LOADER_STREAM, self.rank))
         return iter(self._loader)
 

@@ -67,16 +67,17 @@ class EpochSampler(Sampler):
 
     def __init__(self, n: int, train: bool, seed: int) -> None:
         self.n, self.train, self.seed, self.epoch = int(n), bool(train), int(seed), 0
+        self.skip = 0  # leading samples of the epoch left out (a pass resumed inside it)
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self) -> Iterator[tuple[int, int | None]]:
         if not self.train:
-            return ((i, None) for i in range(self.n))
+            return ((i, None) for i in range(self.skip, self.n))
         base = epoch_seed(self.seed, self.epoch, ORDER_STREAM)
         perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(base)).tolist()
-        return ((i, splitmix64(base + i)) for i in perm)
+        return ((i, splitmix64(base + i)) for i in perm[self.skip:])
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -136,5 +137,6 @@ class TorchLoader(EpochCounter):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self._start_epoch()
         self._sampler.epoch = epoch
+        self._sampler.skip = self.skip_batches * self.batch_size
         self._generator.manual_seed(epoch_seed(self.seed, epoch, LOADER_STREAM))
         return iter(self._loader)

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 from ckd_lib import results
 from ckd_lib.detection.coco import CocoDetection, collate_detection
 from ckd_lib.detection.config import DetectionConfig
-from ckd_lib.detection.distill import DetectionDistiller, method_terms
+from ckd_lib.detection.distill import DetectionDistiller
 from ckd_lib.detection.evaluate import METRIC_NAMES, evaluate_coco, to_coco_results
 from ckd_lib.detection.models import (
     COCO_CATEGORY_IDS,
@@ -51,11 +51,16 @@ from ckd_lib.detection.models import (
     load_detector,
 )
 from ckd_lib.detection.sampler import TrainingBatches
+from ckd_lib.engine import stop
+from ckd_lib.engine.bookkeeping import RunBook, RunLock, check_out_dir, divergence_message
 from ckd_lib.engine.distributed import DistContext, init_distributed
 from ckd_lib.engine.speed import resolve_device
+from ckd_lib.errors import InputError, RunDivergedError
+from ckd_lib.methods import loaded_plugins
 from ckd_lib.models.checkpoint import file_sha256
 
-__all__ = ["evaluate_detector", "load_teacher_detector", "lr_at", "train_detection"]
+__all__ = ["DetectionTrainer", "evaluate_detector", "load_teacher_detector", "lr_at",
+           "train_detection"]
 
 _NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 
@@ -201,6 +206,16 @@ class _Window:
             self.sums[k] = self.sums.get(k, 0) + v.detach().float()
         self.steps += 1
 
+    def state(self) -> dict:
+        """What a checkpoint keeps of the window, so a resumed run logs what an uninterrupted
+        one would (the seconds restart)."""
+        return {"sums": {k: v.detach().cpu() for k, v in self.sums.items()}, "steps": self.steps}
+
+    def restore(self, state: dict | None, device) -> None:
+        if state:
+            self.sums = {k: v.to(device) for k, v in state["sums"].items()}
+            self.steps = state["steps"]
+
     def entry(self, iteration: int, lr: float, images: int) -> dict:
         means = {k: float(v) / self.steps for k, v in self.sums.items()}
         seconds = time.perf_counter() - self.started
@@ -217,156 +232,238 @@ def _summary(entry: dict | None) -> dict:
     return out
 
 
-def train_detection(config: DetectionConfig, stop_after: int | None = None) -> dict:
+def train_detection(config: DetectionConfig, stop_after: int | None = None,
+                    lock_wait: float = 0.0) -> dict:
     """Train (or resume, or skip) one detection run; returns its record.
 
     ``stop_after``: leave after that many iterations of this call with the checkpoint written
-    and a "running" record (tests use it to interrupt a run deterministically).
+    and a "running" record (tests use it to interrupt a run deterministically). A stop request
+    (``ckd_lib.engine.stop``: SIGTERM, SIGUSR1) checkpoints at the current iteration and raises
+    ``RunInterrupted``; a non-finite loss or weight records the run as diverged and raises
+    ``RunDivergedError``; another process training the run raises ``RunLockedError`` after
+    ``lock_wait`` seconds.
     """
-    config.validate()
-    dist = init_distributed("cuda" if config.device != "cpu" and torch.cuda.is_available()
-                            else "cpu")
-    device = resolve_device(config, dist.local_rank if dist.enabled else None)
-    out_dir = Path(config.out_dir)
-    run_id, config_hash = config.run_id(), config.config_hash()
-    # Decisions that read files are rank 0's, shared, so ranks never take different paths.
-    done = dist.broadcast_object(results.completed_record(out_dir, run_id, config_hash)
-                                 if dist.is_main else None)
-    if done is not None:
-        return done
-    log = print if dist.is_main else (lambda *a, **k: None)
-    masks = config.kind == "mask_rcnn"
-    train_set = CocoDetection(config.data_root, config.train_split, train=True, masks=masks,
-                              limit=config.train_limit)
-    val_set = CocoDetection(config.data_root, config.val_split, train=False, masks=masks,
-                            limit=config.val_limit)
-    if list(train_set.category_ids) != list(val_set.category_ids):
-        raise ValueError(f"{config.train_split} and {config.val_split} have different "
-                         "categories")
-    num_classes = len(train_set.category_ids) + 1
+    return DetectionTrainer(config, lock_wait).run(stop_after)
 
-    torch.manual_seed(_step_seed(config.seed, -2, 0))
-    student = build_detector(config.student_spec(num_classes))
-    teacher, teacher_info = (None, None)
-    if method_terms(config.method):
-        teacher, teacher_info = load_teacher_detector(config, num_classes,
-                                                      list(train_set.category_ids))
-    amp_dtype = torch.bfloat16 if config.amp == "bf16" and device.type == "cuda" else None
-    distiller = DetectionDistiller(student, teacher, config.method, config.loss,
-                                   amp_dtype=amp_dtype).to(device)
-    optimizer = torch.optim.SGD(_parameter_groups(distiller, config.weight_decay), lr=config.lr,
-                                momentum=config.momentum)
 
-    checkpoint_path = out_dir / "_checkpoints" / f"{run_id}.pt"
-    start, train_log, history, elapsed = 0, [], [], 0.0
-    if dist.broadcast_object(checkpoint_path.is_file() if dist.is_main else None):
-        saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        if saved["config_hash"] != config_hash:
-            raise ValueError(f"{checkpoint_path} belongs to another config; delete it to restart")
-        distiller.load_state_dict(saved["distiller"])
-        optimizer.load_state_dict(saved["optimizer"])
-        start, train_log, history = saved["iteration"], saved["train_log"], saved["history"]
-        elapsed = saved["elapsed"]
-        log(f"{run_id}: resumed at iteration {start} from {checkpoint_path}")
-    elif config.student_weights is not None:
-        load_backbone_weights(student, config.student_weights)
-    if teacher_info is not None:
-        teacher_info["metrics"] = _teacher_metrics(config, teacher, teacher_info, val_set,
-                                                   device, dist)
+class DetectionTrainer:
+    """One detection run on the shared bookkeeping (``ckd_lib.engine.bookkeeping``)."""
 
-    model = distiller
-    if dist.enabled:
-        model = nn.parallel.DistributedDataParallel(
-            distiller, device_ids=[device.index] if device.type == "cuda" else None)
-    stop = config.iterations if stop_after is None else min(config.iterations,
-                                                            start + stop_after)
-    batches = TrainingBatches(len(train_set), config.images_per_batch, seed=config.seed,
-                              start_iteration=start, stop_iteration=stop, rank=dist.rank,
-                              world_size=dist.world_size)
-    loader = DataLoader(train_set, batch_sampler=batches, collate_fn=collate_detection,
-                        num_workers=config.workers, pin_memory=device.type == "cuda")
-    record_base = {
-        "record_version": results.RECORD_VERSION, "run_id": run_id, "config": config.to_dict(),
-        "config_hash": config_hash, "seed": config.seed, "label": config.label,
-        "task": "detection", "teacher": teacher_info,
-        "data": {"root": str(Path(config.data_root).resolve()), "train": len(train_set),
-                 "val": len(val_set), "categories": list(train_set.category_ids)},
-        "distributed": {"world_size": dist.world_size, "backend": dist.backend,
-                        "images_per_batch": config.images_per_batch,
-                        "per_device_images": config.images_per_batch // dist.world_size},
-        "provenance": {**results.git_state(), **results.environment(device)},
-    }
+    def __init__(self, config: DetectionConfig, lock_wait: float = 0.0):
+        config.validate()
+        self.config = config
+        self.dist = init_distributed("cuda" if config.device != "cpu"
+                                     and torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(config, self.dist.local_rank if self.dist.enabled else None)
+        self.book = RunBook(config.out_dir, config.run_id(), config.config_hash())
+        self.run_id = self.book.run_id
+        self.lock_wait = lock_wait
+        self.log = print if self.dist.is_main else (lambda *a, **k: None)
 
-    def save_checkpoint(iteration: int) -> None:
+    def run(self, stop_after: int | None = None) -> dict:
+        dist = self.dist
         if dist.is_main:
-            results.atomic_torch_save(
-                {"iteration": iteration, "distiller": distiller.state_dict(),
-                 "optimizer": optimizer.state_dict(), "train_log": train_log,
-                 "history": history, "elapsed": elapsed + time.perf_counter() - started,
-                 "config_hash": config_hash}, checkpoint_path)
-        dist.barrier()
+            check_out_dir(self.config.out_dir)
+        # Decisions that read files are rank 0's, shared, so ranks never take different paths.
+        done = dist.broadcast_object((self.book.completed(self.log) or self.book.diverged())
+                                     if dist.is_main else None)
+        if done is not None:
+            if done["status"] == "diverged":
+                raise RunDivergedError(divergence_message(done))
+            return done
+        lock = RunLock([self.book.lock_path])
+        failure = None
+        if dist.is_main:
+            try:
+                lock.acquire(wait=self.lock_wait)
+            except Exception as error:  # noqa: BLE001 - shared with the ranks, raised below
+                failure = error
+        failure = dist.broadcast_object(failure)
+        if failure is not None:
+            raise failure
+        try:
+            return self._train(stop_after)
+        finally:
+            lock.release()
 
-    def evaluate(iteration: int) -> None:
+    # -- set-up ---------------------------------------------------------------------------------
+    def _build(self) -> None:
+        config, device, dist = self.config, self.device, self.dist
+        masks = config.kind == "mask_rcnn"
+        self.train_set = CocoDetection(config.data_root, config.train_split, train=True,
+                                       masks=masks, limit=config.train_limit)
+        self.val_set = CocoDetection(config.data_root, config.val_split, train=False,
+                                     masks=masks, limit=config.val_limit)
+        if list(self.train_set.category_ids) != list(self.val_set.category_ids):
+            raise InputError(f"{config.train_split} and {config.val_split} have different "
+                             "categories")
+        num_classes = len(self.train_set.category_ids) + 1
+        torch.manual_seed(_step_seed(config.seed, -2, 0))
+        self.student = build_detector(config.student_spec(num_classes))
+        self.teacher, self.teacher_info = None, None
+        if config.method_spec.terms:
+            self.teacher, self.teacher_info = load_teacher_detector(
+                config, num_classes, list(self.train_set.category_ids))
+        amp_dtype = torch.bfloat16 if config.amp == "bf16" and device.type == "cuda" else None
+        self.distiller = DetectionDistiller(self.student, self.teacher, config.method,
+                                            config.loss_params(), amp_dtype=amp_dtype).to(device)
+        self.optimizer = torch.optim.SGD(_parameter_groups(self.distiller, config.weight_decay),
+                                         lr=config.lr, momentum=config.momentum)
+        self.model = self.distiller
+        if dist.enabled:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.distiller, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def _restore(self) -> None:
+        """The checkpoint's state, or the student's initial backbone weights."""
+        self.start, self.train_log, self.history, self.elapsed = 0, [], [], 0.0
+        self.window = _Window()
+        saved = self.dist.broadcast_object(self.book.checkpoint_path.is_file()
+                                           if self.dist.is_main else None)
+        if saved:
+            state = self.book.load_checkpoint(self.device)
+            self.distiller.load_state_dict(state["distiller"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.start, self.elapsed = state["iteration"], state["elapsed"]
+            self.train_log, self.history = state["train_log"], state["history"]
+            self.window.restore(state.get("window"), self.device)
+            self.log(f"{self.run_id}: resumed at iteration {self.start} from "
+                     f"{self.book.checkpoint_path}")
+        elif self.config.student_weights is not None:
+            load_backbone_weights(self.student, self.config.student_weights)
+
+    def _record_base(self) -> dict:
+        config, dist = self.config, self.dist
+        return {
+            "record_version": results.RECORD_VERSION, "run_id": self.run_id,
+            "config": config.to_dict(), "config_hash": self.book.config_hash,
+            "seed": config.seed, "label": config.label, "task": "detection",
+            "teacher": self.teacher_info,
+            "data": {"root": str(Path(config.data_root).resolve()), "train": len(self.train_set),
+                     "val": len(self.val_set), "categories": list(self.train_set.category_ids)},
+            "distributed": {"world_size": dist.world_size, "backend": dist.backend,
+                            "images_per_batch": config.images_per_batch,
+                            "per_device_images": config.images_per_batch // dist.world_size},
+            "provenance": {**results.git_state(), **results.environment(self.device),
+                           "plugins": loaded_plugins()},
+        }
+
+    # -- checkpoints and evaluations ------------------------------------------------------------
+    def _save_checkpoint(self, iteration: int) -> None:
+        if self.dist.is_main:
+            self.book.save_checkpoint({
+                "iteration": iteration, "distiller": self.distiller.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "train_log": self.train_log,
+                "history": self.history, "window": self.window.state(),
+                "elapsed": self.elapsed + time.perf_counter() - self.started})
+        self.dist.barrier()
+
+    def _evaluate(self, iteration: int) -> None:
+        config = self.config
         t0 = time.perf_counter()
-        metrics = evaluate_detector(student, val_set, device, dist,
+        metrics = evaluate_detector(self.student, self.val_set, self.device, self.dist,
                                     config.eval_images_per_batch, config.workers)
         entry = {"iteration": iteration, "eval_seconds": time.perf_counter() - t0, **metrics}
-        history.append(entry)
-        log(f"{run_id}: iteration {iteration}: box AP {metrics['bbox']['AP']:.2f}"
-            + (f", mask AP {metrics['segm']['AP']:.2f}" if "segm" in metrics else ""))
+        self.history.append(entry)
+        self.log(f"{self.run_id}: iteration {iteration}: box AP {metrics['bbox']['AP']:.2f}"
+                 + (f", mask AP {metrics['segm']['AP']:.2f}" if "segm" in metrics else ""))
 
-    started = time.perf_counter()
-    window = _Window()
-    model.train()
-    iteration = start
-    for images, targets in loader:
-        lr = lr_at(config, iteration)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        torch.manual_seed(_step_seed(config.seed, iteration, dist.rank))
-        images, targets = _to_device(images, targets, device)
-        losses = model(images, targets)
-        total = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        window.add(losses)
-        iteration += 1
-        if iteration % config.log_every == 0 or iteration == stop:
-            entry = window.entry(iteration, lr, config.images_per_batch)
-            if not math.isfinite(entry["loss"]):
-                raise FloatingPointError(f"{run_id}: loss is {entry['loss']} at iteration "
-                                         f"{iteration}: {entry}")
-            train_log.append(entry)
-            log(f"{run_id}: iteration {iteration}/{config.iterations} lr {lr:.5f} loss "
-                f"{entry['loss']:.4f} ({entry['images'] / entry['seconds']:.1f} img/s)")
-            window = _Window()
-        if config.eval_every and iteration % config.eval_every == 0 \
-                and iteration < config.iterations:
-            evaluate(iteration)
-        if iteration % config.checkpoint_every == 0 or iteration == stop:
-            save_checkpoint(iteration)
-    if iteration < config.iterations:
-        record = {**record_base, "status": "running", "history": history, "train_log": train_log,
+    def _diverged(self, iteration: int, what: str, lr: float) -> RunDivergedError:
+        record = {**self.record_base, "history": self.history, "train_log": self.train_log,
                   "best": _summary(None), "last": _summary(None), "iterations_done": iteration}
+        divergence = {"iteration": iteration, "what": what, "lr": lr,
+                      "record": str(self.book.record_path)}
+        if self.dist.is_main:
+            record = self.book.mark_diverged(record, divergence)
+        else:
+            record = {**record, "status": "diverged", "diverged": divergence}
+        return RunDivergedError(divergence_message(record))
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _train(self, stop_after: int | None) -> dict:
+        config, dist, device = self.config, self.dist, self.device
+        self._build()
+        self._restore()
+        if self.teacher_info is not None:
+            self.teacher_info["metrics"] = _teacher_metrics(config, self.teacher,
+                                                            self.teacher_info, self.val_set,
+                                                            device, dist)
+        self.record_base = self._record_base()
+        end = config.iterations if stop_after is None else min(config.iterations,
+                                                               self.start + stop_after)
+        batches = TrainingBatches(len(self.train_set), config.images_per_batch,
+                                  seed=config.seed, start_iteration=self.start,
+                                  stop_iteration=end, rank=dist.rank,
+                                  world_size=dist.world_size)
+        loader = DataLoader(self.train_set, batch_sampler=batches, collate_fn=collate_detection,
+                            num_workers=config.workers, pin_memory=device.type == "cuda")
+        self.started = time.perf_counter()
+        self.model.train()
+        iteration = self.start
+        for images, targets in loader:
+            lr = lr_at(config, iteration)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(_step_seed(config.seed, iteration, dist.rank))
+            images, targets = _to_device(images, targets, device)
+            losses = self.model(images, targets)
+            total = sum(losses.values())
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.optimizer.step()
+            self.window.add(losses)
+            iteration += 1
+            if iteration % config.log_every == 0 or iteration == end:
+                entry = self.window.entry(iteration, lr, config.images_per_batch)
+                bad = [k for k, v in entry.items() if isinstance(v, float)
+                       and not math.isfinite(v)]
+                if bad:
+                    raise self._diverged(iteration, f"{', '.join(bad)} is not finite", lr)
+                self.train_log.append(entry)
+                self.log(f"{self.run_id}: iteration {iteration}/{config.iterations} lr {lr:.5f} "
+                         f"loss {entry['loss']:.4f} ({entry['images'] / entry['seconds']:.1f} "
+                         "img/s)")
+                self.window = _Window()
+            if config.eval_every and iteration % config.eval_every == 0 \
+                    and iteration < config.iterations:
+                self._evaluate(iteration)
+            if stop.step_done():
+                self._save_checkpoint(iteration)
+                self._write_running(iteration)
+                reason = stop.reason()
+                stop.clear()
+                raise stop.RunInterrupted(f"{reason}: {self.run_id} stopped at iteration "
+                                          f"{iteration}, checkpoint written; the same command "
+                                          "resumes it there")
+            if iteration % config.checkpoint_every == 0 or iteration == end:
+                if not all(torch.isfinite(p).all() for p in self.distiller.parameters()):
+                    raise self._diverged(iteration, "the weights are not finite", lr)
+                self._save_checkpoint(iteration)
+        if iteration < config.iterations:
+            return self._write_running(iteration)
+        self._evaluate(iteration)
+        self.elapsed += time.perf_counter() - self.started
+        train_seconds = sum(e["seconds"] for e in self.train_log)
+        images = sum(e["images"] for e in self.train_log)
+        best = max(self.history, key=lambda e: e["bbox"]["AP"])
+        record = {**self.record_base, "history": self.history, "train_log": self.train_log,
+                  "best": _summary(best), "last": _summary(self.history[-1]),
+                  "iterations_done": iteration, "train_seconds": train_seconds,
+                  "wall_seconds": self.elapsed,
+                  "images_per_second": images / train_seconds if train_seconds else None}
         if dist.is_main:
-            results.write_record(out_dir, record)
+            record = self.book.finish(record, {
+                "model": self.student.state_dict(), "spec": self.student.spec.to_dict(),
+                "run_id": self.run_id, "box_AP": self.history[-1]["bbox"]["AP"]})
+        else:
+            record["status"] = "complete"
+        dist.barrier()
         return record
 
-    evaluate(iteration)
-    elapsed += time.perf_counter() - started
-    train_seconds = sum(e["seconds"] for e in train_log)
-    images = sum(e["images"] for e in train_log)
-    best = max(history, key=lambda e: e["bbox"]["AP"])
-    record = {**record_base, "status": "complete", "history": history, "train_log": train_log,
-              "best": _summary(best), "last": _summary(history[-1]),
-              "iterations_done": iteration, "train_seconds": train_seconds,
-              "wall_seconds": elapsed,
-              "images_per_second": images / train_seconds if train_seconds else None}
-    if dist.is_main:
-        results.atomic_torch_save({"model": student.state_dict(), "spec": student.spec.to_dict(),
-                                   "run_id": run_id, "box_AP": history[-1]["bbox"]["AP"]},
-                                  out_dir / run_id / "model_last.pth")
-        results.write_record(out_dir, record)
-    dist.barrier()
-    return record
+    def _write_running(self, iteration: int) -> dict:
+        record = {**self.record_base, "status": "running", "history": self.history,
+                  "train_log": self.train_log, "best": _summary(None), "last": _summary(None),
+                  "iterations_done": iteration}
+        if self.dist.is_main:
+            self.book.write_record(record)
+        return record

@@ -11,49 +11,44 @@ Examples::
     python -m ckd_lib.detection.train --recipe none R101 teacher --set data_root=datasets/coco
     python -m ckd_lib.detection.train --config run.yaml --print-config
 
-Interrupt it at any time: the same command resumes from the last checkpoint, and a finished run
-is not recomputed (its record is returned).
+Interrupt it at any time: the same command resumes from the last checkpoint (SIGTERM or SIGUSR1
+checkpoint the current iteration first), and a finished run is not recomputed. Exit status as
+``python -m ckd_lib.train``: 2 bad input, 3 diverged, 75 trained by another process, 124
+stopped on a signal with its checkpoint written.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
-import yaml
-
+from ckd_lib.configbase import ConfigError
 from ckd_lib.detection.config import DetectionConfig
+from ckd_lib.errors import run_cli
 from ckd_lib.train import parse_overrides
+from ckd_lib.yamlio import dump_yaml, read_yaml
 
 
 def build_config(args: argparse.Namespace) -> DetectionConfig:
     overrides = parse_overrides(args.set or [])
     if args.config:
         if args.iterations is not None:
-            raise ValueError("--iterations rescales a recipe's schedule and applies to --recipe "
-                             "only; with --config set iterations and milestones in the file")
-        with open(args.config) as handle:
-            data = yaml.safe_load(handle)
+            raise ConfigError("--iterations rescales a recipe's schedule and applies to --recipe "
+                              "only; with --config set iterations and milestones in the file")
+        data = read_yaml(args.config, "config file")
         if not isinstance(data, dict):
-            raise ValueError(f"{args.config}: expected one mapping of DetectionConfig fields")
-        data["loss"] = {**data.get("loss", {}), **overrides.pop("loss", {})}
-        data.update(overrides)
-        return DetectionConfig.from_dict(data)
+            raise ConfigError(f"{args.config}: expected one mapping of DetectionConfig fields, "
+                              f"got {type(data).__name__}")
+        return DetectionConfig.from_dict(data).with_overrides(overrides)
     teacher, student, method = args.recipe
     teacher = None if teacher.lower() in ("none", "-") else teacher
-    loss = overrides.pop("loss", None)
-    # Fields that name the cell itself are applied after the recipe is read, so a bad value
-    # reaches validate() (which names the accepted ones) instead of clashing with the cell.
-    late = {k: overrides.pop(k) for k in ("student", "teacher", "method", "iterations")
-            if k in overrides}
-    config = DetectionConfig.from_recipe(teacher, student, method, iterations=args.iterations,
-                                         data_root=overrides.pop("data_root", "datasets/coco"),
-                                         **overrides)
-    config = dataclasses.replace(config, **late)
-    if loss:
-        config.loss.update(loss)
-    return config
+    if "iterations" in overrides:
+        raise ConfigError("--set iterations=... would keep the recipe's milestones; use "
+                          "--iterations N, which scales them in proportion")
+    overrides.setdefault("data_root", "datasets/coco")
+    # a --set student/teacher/method is applied after the recipe is read (validate names the
+    # accepted values of a bad one)
+    return DetectionConfig.from_recipe(teacher, student, method, args.iterations, **overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,21 +63,31 @@ def main(argv: list[str] | None = None) -> int:
                         help="change the recipe's length; milestones scale in proportion")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a config field (loss.NAME for loss parameters)")
+    parser.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE", default=[],
+                        help="load a Python file or module that registers methods; repeatable")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as YAML and exit")
     args = parser.parse_args(argv)
-    try:
-        config = build_config(args)
-        config.validate(check_files=not args.print_config)
-    except (ValueError, FileNotFoundError, TypeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ckd_lib.methods import load_plugins
+
+    load_plugins(args.plugin)
+    config = build_config(args)
+    config.validate(check_files=not args.print_config)
     if args.print_config:
-        print(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        print(dump_yaml(config.to_dict()))
         return 0
     from ckd_lib.detection.engine import train_detection
+    from ckd_lib.engine import stop
 
-    record = train_detection(config)
+    old = stop.install_handlers()
+    try:
+        record = train_detection(config)
+    finally:
+        stop.restore_handlers(old)
     last = record["last"]
     ap = "n/a" if last["AP"] is None else f"{last['AP']:.2f}"
     print(f"{record['run_id']}: {record['status']}, box AP {ap}")

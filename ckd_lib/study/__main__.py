@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ckd_lib.errors import run_cli
 from ckd_lib.study.devices import parse_devices
 from ckd_lib.study.params import ParameterError
 from ckd_lib.study.paths import notebooks_dir
@@ -73,31 +74,34 @@ def main(argv: list[str] | None = None) -> int:
                         help="root of the results tree (default: results)")
     parser.add_argument("--sync-notebooks", action="store_true",
                         help="write notebooks/<name>.ipynb from every <name>.py and exit")
+    parser.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE", default=[],
+                        help="load a file or module that registers methods (besides the "
+                             "profile's plugins); repeatable")
     args = parser.parse_args(argv)
-    try:
-        if args.sync_notebooks:
-            for source in sorted(notebooks_dir().glob("[0-9]*.py")):
-                print(sync_paired_notebook(source))
-            return 0
-        profile = load_profile(args.profile)
-        devices = parse_devices(args.devices) if args.devices is not None else None
-        runner = Runner(profile, results_dir=args.results_dir, devices=devices, force=args.force)
-        if args.list:
-            list_profile(runner)
-            return 0
-        only = select(args.only, list(profile.notebooks)) if args.only else None
-        jobs = runner.plan(only)
-        if args.check:
-            print(f"profile {profile.name}: parameters of {len(jobs)} notebook(s) are valid")
-            return 0
-        return runner.run(only)
-    except (ParameterError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to continue (finished notebooks and "
-              "runs are kept).", file=sys.stderr)
-        return 130
+    return run_cli(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ckd_lib.methods import load_plugins
+
+    if args.sync_notebooks:
+        for source in sorted(notebooks_dir().glob("[0-9]*.py")):
+            print(sync_paired_notebook(source))
+        return 0
+    profile = load_profile(args.profile)
+    # loaded here and exported in CKD_PLUGINS, so the notebooks' kernels and workers load them
+    load_plugins(profile.plugins + args.plugin)
+    devices = parse_devices(args.devices) if args.devices is not None else None
+    runner = Runner(profile, results_dir=args.results_dir, devices=devices, force=args.force)
+    if args.list:
+        list_profile(runner)
+        return 0
+    only = select(args.only, list(profile.notebooks)) if args.only else None
+    jobs = runner.plan(only)
+    if args.check:
+        print(f"profile {profile.name}: parameters of {len(jobs)} notebook(s) are valid")
+        return 0
+    return runner.run(only)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import yaml
 
 from ckd_lib import results
 from ckd_lib.config import RunConfig
+from ckd_lib.errors import InputError, RunDivergedError
 
 
 class WorkerError(RuntimeError):
@@ -44,7 +45,7 @@ def parse_devices(devices) -> list[str]:
         if text.startswith("cuda:"):
             text = text[5:]
         if text != "cpu" and not text.isdigit():
-            raise ValueError(f"device {device!r} is not accepted; use GPU indices (0, 1, cuda:1) "
+            raise InputError(f"device {device!r} is not accepted; use GPU indices (0, 1, cuda:1) "
                              "or 'cpu'")
         out.append(text)
     return out
@@ -131,7 +132,8 @@ def run_groups_on_devices(groups: list[list[RunConfig]], devices: list[str], wor
                 if proc.poll() is not None:
                     del running[tag]
                     free.append(slot)
-                    if proc.returncode != 0:
+                    # 3: a run diverged; its record says so and the study goes on without it
+                    if proc.returncode not in (0, RunDivergedError.exit_code):
                         failures.append((tag, proc.returncode, log_path))
             if failures and not running:
                 break

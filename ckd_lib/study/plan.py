@@ -26,19 +26,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ckd_lib import recipes, results
-from ckd_lib.config import METHOD_DEFAULTS, RunConfig
+from ckd_lib.config import RunConfig
+from ckd_lib.data.catalog import dataset_base, display_name
+from ckd_lib.engine.bookkeeping import RunBook
+from ckd_lib.errors import UserError
+from ckd_lib.methods import get_method
 from ckd_lib.models.registry import family
 from ckd_lib.study.paths import StudyPaths, resolve
 
 PAPER_DATASET = "cifar100"
-MAIN_METHODS = ("CE", "KD", "DKD", "CKD")
 TABLES = ("same_arch", "cross_arch")
 TEACHER_INDEX = "teachers.json"
-DATASET_NAMES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST",
-                 "synthetic": "synthetic data"}
 
 
-class StudyError(RuntimeError):
+class StudyError(UserError, RuntimeError):
     """A study step cannot run; the message says what to do instead."""
 
 
@@ -127,7 +128,7 @@ class Settings:
 
     @property
     def dataset_base(self) -> str:
-        return self.dataset.split(":", 1)[0]
+        return dataset_base(self.dataset)
 
     @property
     def is_paper_setting(self) -> bool:
@@ -147,8 +148,8 @@ class Settings:
     def deviations(self) -> list[str]:
         """Every way this notebook's runs differ from the paper's setting, in words."""
         out = []
-        pretty = DATASET_NAMES.get(self.dataset_base, self.dataset)
-        paper = DATASET_NAMES.get(self.recipe_dataset, self.recipe_dataset)
+        pretty = display_name(self.dataset_base)
+        paper = display_name(self.recipe_dataset)
         if self.dataset_base != self.recipe_dataset:
             out.append(f"DATASET: runs on {pretty} ({self.dataset}), NOT {paper}. These numbers "
                        f"demonstrate the pipeline; they are not the paper's {paper} results and "
@@ -192,36 +193,29 @@ class Settings:
         return data
 
     def config(self, teacher: str, student: str, method: str, *, seed: int = 0,
-               label: str | None = None, recipe_method: str | None = None,
-               schedule_from: str | None = None, loss: dict | None = None,
-               **overrides) -> RunConfig:
+               label: str | None = None, schedule_from: str | None = None,
+               loss: dict | None = None, **overrides) -> RunConfig:
         """The run of one table cell: the recipe of ``teacher->student`` (recipe names) for
         ``method``, with this profile's dataset, models, schedule scale and subsets.
 
-        ``recipe_method``: take the recipe of another method (an ablation variant such as KD+CKD
-        starts from the CKD recipe; then only the loss parameters the method accepts are kept,
-        and the CE weight is the method's own default). ``schedule_from``: take epochs, schedule
-        and milestones from another method's recipe of the same pair (the matched-budget runs);
-        the lr and batch size stay the method's own. ``label`` defaults to the pair's table.
+        A method without a recipe row of its own (an ablation variant such as KD+CKD, or a
+        plugin's) borrows the recipe its registration names (``ckd_lib.recipes.get_recipe``).
+        ``schedule_from``: take epochs, schedule and milestones from another method's recipe of
+        the same pair (the matched-budget runs); the lr and batch size stay the method's own.
+        ``label`` defaults to the pair's table.
         """
-        base = recipe_method or method
-        cfg = RunConfig.from_recipe(self.recipe_dataset, teacher, student, base)
-        data = cfg.to_dict()
-        if base != method:
-            accepted = METHOD_DEFAULTS[method]
-            data["loss"] = {k: v for k, v in data["loss"].items()
-                            if k in accepted and k != "ce_weight"}
+        data = RunConfig.from_recipe(self.recipe_dataset, teacher, student, method).to_dict()
         if schedule_from:
             other = recipes.get_recipe(self.recipe_dataset, teacher, student, schedule_from)
             data.update(epochs=other.epochs, schedule=other.schedule,
                         milestones=list(other.milestones), lr_decay=other.lr_decay or 0.1)
-        data.update(method=method, student=self.model(student))
+        data["student"] = self.model(student)
         data["loss"].update(loss or {})
-        if method == "CE":
-            data["teacher"] = None
-        else:
+        if get_method(method).needs_teacher:
             data["teacher"] = self.model(teacher)
             data["teacher_checkpoint"] = self.teacher_checkpoint(data["teacher"])
+        else:
+            data["teacher"] = None
         data = self._common(data, seed, label if label is not None else table_of(teacher,
                                                                                   student))
         data.update(overrides)
@@ -240,7 +234,7 @@ class Settings:
     def _scale_warmup(self, data: dict, explicit: dict) -> None:
         if self.epoch_scale == 1 or "warmup_epochs" in explicit:
             return
-        params = {**METHOD_DEFAULTS[data["method"]], **data["loss"]}
+        params = {**get_method(data["method"]).defaults(), **data["loss"]}
         warmup = params.get("warmup_epochs")
         if warmup:
             data["loss"]["warmup_epochs"] = max(1, round(warmup * self.epoch_scale))
@@ -285,7 +279,9 @@ class Settings:
         """Train ``configs`` (finished runs are skipped) and return their records, in order.
 
         Runs that share a teacher and a data stream train together; with several ``devices``
-        the groups are spread over them (ckd_lib.study.devices).
+        the groups are spread over them (ckd_lib.study.devices). A run that diverges does not
+        stop the study: its record (status "diverged") is returned in its place, said in the
+        output, left out of every table and listed as diverged by the report.
         """
         configs = list(configs)
         for config in configs:
@@ -295,19 +291,30 @@ class Settings:
             first.setdefault(config.run_id(), config)
         unique = list(first.values())
         groups = group_configs(unique)
-        done = {c.run_id(): results.completed_record(c.out_dir, c.run_id(), c.config_hash())
-                for c in unique}
+        done = {c.run_id(): self._finished(c) for c in unique}
         todo = [g for g in groups if any(done[c.run_id()] is None for c in g)]
         complete = sum(r is not None for r in done.values())
-        print(f"{len(unique)} run(s) in {len(groups)} group(s); {complete} already complete; "
+        print(f"{len(unique)} run(s) in {len(groups)} group(s); {complete} already done; "
               f"{len(todo)} group(s) to train"
               + (f" on devices {self.devices}" if self.devices and todo else ""))
         if todo:
             run_groups(todo, self.devices, self.paths.logs / "groups")
-        return [self.record(c) for c in configs]
+        records = [self.record(c) for c in configs]
+        diverged = sorted({r["run_id"] for r in records if r["status"] == "diverged"})
+        if diverged:
+            print(f"WARNING: {len(diverged)} run(s) diverged and are left out of the tables: "
+                  f"{', '.join(diverged)}")
+        return records
+
+    @staticmethod
+    def _finished(config: RunConfig) -> dict | None:
+        """The run's complete record (believed only if its files agree), or the record of a
+        divergence: either way there is nothing to train."""
+        book = RunBook(config.out_dir, config.run_id(), config.config_hash())
+        return book.completed() or book.diverged()
 
     def record(self, config: RunConfig) -> dict:
-        record = results.completed_record(config.out_dir, config.run_id(), config.config_hash())
+        record = self._finished(config)
         if record is None:
             raise StudyError(f"run {config.run_id()} has no complete record in {config.out_dir}")
         return record
@@ -373,7 +380,7 @@ def run_groups(groups: list[list[RunConfig]], devices=None, work_dir: str | Path
         from ckd_lib.engine import train
 
         for group in groups:
-            train(group)
+            train(group, allow_diverged=True)
         return
     run_groups_on_devices(groups, devices, resolve(work_dir or "results/_groups"))
 
@@ -393,12 +400,13 @@ def mean_std(values) -> str:
 def summary(records: list[dict], rows: list[str] | None = None):
     """A quick table of records, one row per configuration: n seeds, best and last top-1 as
     mean ± std (sample std). ``rows``: a name per record (e.g. the ablation variant) to group by
-    instead of (teacher, student, method). The report builds the full tables."""
+    instead of (teacher, student, method). Diverged runs are left out (the report lists them).
+    The report builds the full tables."""
     import pandas as pd
 
     seen = {}
     for i, record in enumerate(records):
-        if record["run_id"] in seen:
+        if record["run_id"] in seen or record.get("status", "complete") != "complete":
             continue
         seen[record["run_id"]] = (rows[i] if rows else None, record)
     groups: dict[tuple, list[dict]] = {}

@@ -4,6 +4,8 @@ A profile is a YAML file in ``notebooks/profiles/``::
 
     description: what this profile is for and what it costs
     report: 90_report            # optional: the notebook whose executed copy becomes report.html
+    plugins: [my_method.py]      # optional: files or modules registering methods (relative
+                                 # paths: from the repository root)
     common:                      # given to every notebook that declares the parameter
       dataset: fashion_mnist
     notebooks:                   # in execution order; each with its own parameters
@@ -21,12 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from ckd_lib.study.params import ParameterError
-from ckd_lib.study.paths import profiles_dir
+from ckd_lib.study.paths import profiles_dir, resolve
+from ckd_lib.yamlio import read_yaml
 
-TOP_KEYS = ("description", "report", "common", "notebooks")
+TOP_KEYS = ("description", "report", "plugins", "common", "notebooks")
 RESERVED = ("profile", "results_dir")
 
 
@@ -38,6 +39,7 @@ class Profile:
     common: dict = field(default_factory=dict)
     notebooks: dict[str, dict] = field(default_factory=dict)
     report: str | None = None
+    plugins: list[str] = field(default_factory=list)
 
 
 def available_profiles(folder: Path | None = None) -> list[str]:
@@ -53,7 +55,7 @@ def load_profile(name_or_path: str | Path, folder: Path | None = None) -> Profil
     if not path.is_file():
         raise ParameterError(f"profile {text!r} not found ({path}); available: "
                              f"{available_profiles(folder)}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path, "profile")
     where = f"profile {path.stem} ({path})"
     if not isinstance(data, dict):
         raise ParameterError(f"{where}: expected a mapping with keys {list(TOP_KEYS)}")
@@ -79,6 +81,11 @@ def load_profile(name_or_path: str | Path, folder: Path | None = None) -> Profil
     if report is not None and report not in notebooks:
         raise ParameterError(f"{where}: report notebook {report!r} is not among its notebooks "
                              f"{list(notebooks)}")
+    plugins = data.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ParameterError(f"{where}: 'plugins' must be a list of files or module names, got "
+                             f"{plugins!r}")
+    plugins = [str(resolve(p)) if p.endswith(".py") else p for p in plugins]
     return Profile(name=path.stem, path=path, description=str(data.get("description", "")),
                    common=common, notebooks={n: dict(p or {}) for n, p in notebooks.items()},
-                   report=report)
+                   report=report, plugins=plugins)

@@ -89,6 +89,10 @@ def prepare_teachers(settings: Settings, teachers: list[str], seed: int = 0,
         configs = [settings.teacher_config(name, seed=seed) for _, name in to_train]
         for (model, name), config, record in zip(to_train, configs, settings.train(configs),
                                                  strict=True):
+            if record["status"] != "complete":  # a diverged teacher never teaches
+                raise StudyError(f"teacher {model} did not train: {record['run_id']} diverged "
+                                 f"({(record.get('diverged') or {}).get('what')}); change its "
+                                 "recipe (e.g. a lower lr) before distilling from it")
             checkpoint = Path(config.out_dir) / record["run_id"] / "model_last.pth"
             entries.append({"model": model, "recipe": name,
                             "source": f"trained here (run {record['run_id']})",
