@@ -27,10 +27,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .epochs import EpochCounter
-from .seeding import derive_seed, epoch_seed, splitmix64
+from .seeding import derive_seed, epoch_seed, seeded_default_generator, splitmix64
 from .torch_loader import LOADER_STREAM, ORDER_STREAM, _seed_worker
 
 
@@ -112,14 +112,8 @@ class SeededSamples(Dataset):
         index, sample_seed = key
         if sample_seed is None:
             return self.dataset[index]
-        rng = torch.default_generator  # what torchvision's random transforms draw from
-        saved = rng.get_state() if get_worker_info() is None else None
-        rng.manual_seed(sample_seed)
-        try:
+        with seeded_default_generator(sample_seed):
             return self.dataset[index]
-        finally:
-            if saved is not None:
-                rng.set_state(saved)
 
 
 class ImageNetLoader(EpochCounter):
