@@ -23,7 +23,7 @@ DATASETS = ("cifar100", "cifar10", "fashion_mnist", "synthetic", "imagenet", "pl
 # Full-resolution datasets read from image folders; they use the ImageNet model zoo.
 FOLDER_DATASETS = ("imagenet", "places365")
 SCHEDULES = ("step", "cosine")
-LOADERS = ("auto", "gpu", "torch", "dali")
+LOADERS = ("auto", "gpu", "torch", "nvjpeg")
 AMP_MODES = ("auto", "bf16", "none")
 SWITCHES = ("auto", True, False)
 CKD_NEGATIVES = ("teacher", "student")
@@ -243,9 +243,9 @@ class RunConfig:
             raise ConfigError(f"device={self.device!r}; accepted: 'auto', 'cpu', 'cuda', 'cuda:N'")
         if self.loader == "gpu" and self.model_zoo == "imagenet":
             raise ConfigError(f"loader='gpu' holds 32x32 datasets only; {self.dataset} accepts "
-                              "'auto', 'torch' or 'dali'")
-        if self.loader == "dali" and self.model_zoo != "imagenet":
-            raise ConfigError(f"loader='dali' decodes JPEG folders (imagenet, places365); "
+                              "'auto', 'torch' or 'nvjpeg'")
+        if self.loader == "nvjpeg" and self.model_zoo != "imagenet":
+            raise ConfigError(f"loader='nvjpeg' decodes JPEG folders (imagenet, places365); "
                               f"{self.dataset} accepts 'auto', 'gpu' or 'torch'")
         self._validate_teacher(zoo_models)
         self._validate_loss()

@@ -257,8 +257,8 @@ def test_bad_names_list_accepted_values():
         load_dataset("imagenet", "train")
     with pytest.raises(ValueError, match="'val'.*train, test"):
         load_dataset("synthetic", "val")
-    with pytest.raises(ValueError, match="'dali'.*gpu, torch"):
-        make_loader("dali", load_dataset("synthetic", "test"), 8, False, 0)
+    with pytest.raises(ValueError, match="'nvjpeg'; accepted: gpu, torch"):
+        make_loader("nvjpeg", load_dataset("synthetic", "test"), 8, False, 0)
 
 
 # ---------------------------------------------------------------------------- GpuLoader

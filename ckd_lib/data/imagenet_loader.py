@@ -192,7 +192,7 @@ class ImageNetLoader(EpochCounter):
         return iter(self._loader)
 
 
-IMAGENET_LOADER_KINDS = ("torch", "dali")
+IMAGENET_LOADER_KINDS = ("torch", "nvjpeg")
 
 
 def make_imagenet_loader(
@@ -207,16 +207,17 @@ def make_imagenet_loader(
     drop_last: bool | None = None,
     **kwargs,
 ):
-    """Build the ImageNet-scale loader of ``kind``: "torch" (:class:`ImageNetLoader`, CPU
-    workers, yields CPU tensors) or "dali" (:class:`~ckd_lib.data.dali.DaliImageNetLoader`,
-    GPU decode, yields CUDA tensors). ``kwargs`` go to the loader (e.g. ``num_workers``,
-    ``pin_memory`` for "torch"; ``device_id``, ``num_threads`` for "dali")."""
+    """Build the ImageNet-scale loader of ``kind``: "torch" (:class:`ImageNetLoader`: PIL
+    decoding in CPU workers, yields CPU tensors) or "nvjpeg"
+    (:class:`~ckd_lib.data.nvjpeg_loader.NvJpegLoader`: workers read bytes, batches are decoded
+    and augmented on ``device``, where they are yielded). ``kwargs`` go to the loader (e.g.
+    ``num_workers``; ``pin_memory`` for "torch"; ``device``, ``channels_last`` for "nvjpeg")."""
     if kind == "torch":
         loader_class = ImageNetLoader
-    elif kind == "dali":
-        from .dali import DaliImageNetLoader  # DALI itself is imported only when built
+    elif kind == "nvjpeg":
+        from .nvjpeg_loader import NvJpegLoader  # here: that module imports this one
 
-        loader_class = DaliImageNetLoader
+        loader_class = NvJpegLoader
     else:
         raise ValueError(f"unknown ImageNet loader kind {kind!r}; accepted: "
                          f"{', '.join(IMAGENET_LOADER_KINDS)}")
