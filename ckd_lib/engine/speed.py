@@ -53,6 +53,8 @@ def resolve_speed(config: RunConfig, device: torch.device, world_size: int = 1) 
     return {
         "device": str(device),
         "cudnn_benchmark": cuda,
+        # Image folders: the PIL DataLoader until benchmarks/device_check.py measures the
+        # nvjpeg loader faster end to end on a GPU (it has not run on one yet).
         "loader": config.loader if config.loader != "auto" else (
             "torch" if config.model_zoo == "imagenet" else "gpu"),
         "amp": ("bf16" if cuda else "none") if config.amp == "auto" else config.amp,
