@@ -112,11 +112,14 @@ def geometry_of(transform) -> Geometry:
     return EvalGeometry(first, second, mean, std)
 
 
-def normalise_batch(images: torch.Tensor, mean: tuple[float, ...],
-                    std: tuple[float, ...]) -> torch.Tensor:
+def normalise_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 ``[B, 3, H, W]`` -> float32, with the float ops of ToTensor + Normalize in their
-    order (divide by 255, subtract the mean, divide by the std), memory format kept."""
-    shape = (1, len(mean), 1, 1)
-    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(shape)
-    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(shape)
-    return images.float().div_(255).sub_(m).div_(s)
+    order (divide by 255, subtract the mean, divide by the std), memory format kept. ``mean`` and
+    ``std`` are float32 ``[1, 3, 1, 1]`` tensors on the images' device (made once: building them
+    from Python floats for every batch would copy from pageable memory and wait for the GPU)."""
+    return images.float().div_(255).sub_(mean).div_(std)
+
+
+def channel_constants(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """``values`` as float32 ``[1, C, 1, 1]`` on ``device``, for :func:`normalise_batch`."""
+    return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1).to(device)

@@ -28,7 +28,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .epochs import EpochCounter
-from .folder_geometry import Geometry, TrainGeometry, geometry_of, normalise_batch
+from .folder_geometry import (
+    Geometry,
+    TrainGeometry,
+    channel_constants,
+    geometry_of,
+    normalise_batch,
+)
 from .imagenet_loader import ShardedEpochSampler
 from .jpeg_decode import decode_rgb
 from .jpeg_samples import EncodedBatch, EncodedSamples, collate_encoded
@@ -104,6 +110,7 @@ class NvJpegLoader(EpochCounter):
         self.channels_last = bool(channels_last)
         self.prefetch_batches = int(prefetch_batches)
         self.decode_counts: Counter = Counter()
+        self._constants: tuple[torch.Tensor, torch.Tensor] | None = None  # mean, std on device
         self.sampler = ShardedEpochSampler(
             len(dataset.samples), self.train, self.seed, self.batch_size, self.rank,
             self.world_size)
@@ -162,5 +169,11 @@ class NvJpegLoader(EpochCounter):
                           memory_format=memory_format)
         for k, (image, plan) in enumerate(zip(images, batch.plans, strict=True)):
             out[k].copy_(self.geometry.apply(image, plan))
-        x = normalise_batch(out, self.geometry.mean, self.geometry.std)
-        return x, batch.labels.to(self.device, non_blocking=True)
+        if self._constants is None:
+            self._constants = (channel_constants(self.geometry.mean, self.device),
+                               channel_constants(self.geometry.std, self.device))
+        x = normalise_batch(out, *self._constants)
+        labels = batch.labels
+        if self.device.type == "cuda":  # pinned, so that the copy does not wait for the GPU
+            labels = labels.pin_memory()
+        return x, labels.to(self.device, non_blocking=True)
