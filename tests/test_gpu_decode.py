@@ -34,7 +34,7 @@ from ckd_lib.data import (
     load_imagefolder_dataset,
     make_imagenet_loader,
 )
-from ckd_lib.data.folder_geometry import EvalGeometry, geometry_of
+from ckd_lib.data.folder_geometry import EvalGeometry, TrainGeometry, geometry_of
 from ckd_lib.data.imagefolder import imagenet_transform
 from ckd_lib.data.jpeg_samples import decode_with_pil, read_sample
 from ckd_lib.data.prefetch import prepared_ahead
@@ -136,22 +136,35 @@ class CallLog:
 
 # ---------------------------------------------------------------------------- equal to the PIL path
 def test_crop_boxes_flips_and_labels_equal_the_pil_path(data_root, monkeypatch):
+    """The PIL path's boxes and flips as torchvision's transforms applied them (spied on)
+    against the plans our workers drew, sample by sample."""
     train = dataset(data_root, "train")
-    seen = {}
-    for name, loader in (("pil", ImageNetLoader(train, 4, True, seed=7, num_workers=0)),
-                         ("ours", NvJpegLoader(train, 4, True, seed=7, num_workers=0,
-                                               device=CPU))):
-        log = CallLog(monkeypatch, ["resized_crop", "hflip"])
-        loader.set_epoch(2)
-        labels = torch.cat([y for _, y in loader]).tolist()
-        seen[name] = (log.calls, labels)
-        monkeypatch.undo()
-    (pil_calls, pil_labels), (our_calls, our_labels) = seen["pil"], seen["ours"]
+    log = CallLog(monkeypatch, ["resized_crop", "hflip"])
+    pil = ImageNetLoader(train, 4, True, seed=7, num_workers=0)
+    pil.set_epoch(2)
+    pil_labels = torch.cat([y for _, y in pil]).tolist()
+    pil_calls = log.calls
+    monkeypatch.undo()
+
+    plans = []
+    draw = TrainGeometry.plan
+
+    def recording(self, image, sample_seed):
+        plans.append(draw(self, image, sample_seed))
+        return plans[-1]
+
+    monkeypatch.setattr(TrainGeometry, "plan", recording)
+    ours = NvJpegLoader(train, 4, True, seed=7, num_workers=0, device=CPU)
+    ours.set_epoch(2)
+    our_labels = torch.cat([y for _, y in ours]).tolist()
+    our_calls = []
+    for top, left, height, width, flipped in plans:
+        our_calls.append(("resized_crop", top, left, height, width, (48, 48)))
+        our_calls += [("hflip", (48, 48))] if flipped else []
     assert our_calls == pil_calls and our_labels == pil_labels
     crops = [c for c in pil_calls if c[0] == "resized_crop"]
     flips = len(pil_calls) - len(crops)
     assert len(crops) == 12 and 0 < flips < 12  # drop_last: 3 batches of 4; some flipped
-    assert all(c[5] == (48, 48) for c in crops)
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
@@ -332,6 +345,10 @@ def test_transforms_other_than_the_imagenet_ones_are_refused(data_root):
         NvJpegLoader(other, 2, False, seed=0, device=CPU)
     with pytest.raises(ValueError, match="evaluation order"):
         NvJpegLoader(dataset(data_root, "train"), 2, False, seed=0, device=CPU)
+    nearest = dataset(data_root, "train")
+    nearest.transform.transforms[0].interpolation = TF.InterpolationMode.NEAREST
+    with pytest.raises(ValueError, match="resizes bilinearly.*RandomResizedCrop uses nearest"):
+        NvJpegLoader(nearest, 2, True, seed=0, device=CPU)
 
 
 def test_loader_names_in_the_factory_and_the_config(data_root):

@@ -6,8 +6,13 @@ run can switch loaders without changing what it trains on. Rather than restating
 the geometry is read from the dataset's own transform objects: the crop boxes come from the
 same ``RandomResizedCrop.get_params`` call under the same per-sample seed, so they are
 bit-equal, and the flip from the same ``torch.rand(1) < p`` draw after it. Only the pixel
-arithmetic differs: torchvision's tensor resize (antialiased bilinear) against PIL's, which
-agree to within one grey level (measured in ``tests/test_gpu_decode.py``).
+arithmetic differs: torch's antialiased bilinear resize against PIL's, which agree to within one
+grey level (measured in ``tests/test_gpu_decode.py``).
+
+A training batch applies its crops one image at a time (every box has its own size), from
+Python, 512 times per batch; so the per-image work is kept to a slice, one float conversion,
+one ``interpolate`` and the flip, and the rounding to whole grey levels that PIL's uint8 output
+implies is done once for the batch (:func:`normalise_batch`).
 
 Splitting *plan* (random draws, on the CPU, in a DataLoader worker, from the image header
 only) from *apply* (tensor ops on the decoded image, on the loader's device) is what lets the
@@ -19,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision import transforms as T
 
@@ -53,12 +59,14 @@ class TrainGeometry:
         return int(top), int(left), int(height), int(width), flipped
 
     def apply(self, image: torch.Tensor, plan: Plan) -> torch.Tensor:
-        """uint8 ``[3, H, W]`` -> uint8 ``[3, *output_size]`` on the image's device."""
+        """uint8 ``[3, H, W]`` -> float32 ``[3, *output_size]`` in 0..255, not yet rounded, on
+        the image's device. What ``TF.resized_crop`` + ``TF.hflip`` compute, with fewer ops.
+        Antialiased whatever the transform says: PIL, the reference, always antialiases."""
         top, left, height, width, flipped = plan
-        # antialias=True whatever the transform says: PIL, the reference, always antialiases.
-        out = TF.resized_crop(image, top, left, height, width, list(self.crop.size),
-                              self.crop.interpolation, antialias=True)
-        return TF.hflip(out) if flipped else out
+        box = image[:, top:top + height, left:left + width].unsqueeze(0).float()
+        out = F.interpolate(box, size=self.output_size, mode="bilinear", align_corners=False,
+                            antialias=True)[0]
+        return out.flip(-1) if flipped else out
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,8 @@ class EvalGeometry:
         return None
 
     def apply(self, image: torch.Tensor, plan: None = None) -> torch.Tensor:
+        """uint8 ``[3, H, W]`` -> uint8 ``[3, *output_size]`` (torchvision's own tensor ops:
+        the shorter-side arithmetic of Resize is theirs; evaluation is not the hot path)."""
         resized = TF.resize(image, self.resize.size, self.resize.interpolation,
                             self.resize.max_size, antialias=True)
         return TF.center_crop(resized, list(self.crop.size))
@@ -105,6 +115,9 @@ def geometry_of(transform) -> Geometry:
             f"Normalize) or Compose(Resize, CenterCrop, ToTensor, Normalize); this dataset's "
             f"transform is {names}")
     first, second, _, normalize = steps
+    if first.interpolation != T.InterpolationMode.BILINEAR:
+        raise ValueError(f"GPU decoding resizes bilinearly (as the ImageNet transforms do); this "
+                         f"dataset's {type(first).__name__} uses {first.interpolation.value}")
     mean = tuple(float(m) for m in normalize.mean)
     std = tuple(float(s) for s in normalize.std)
     if kinds == _TRAIN:
@@ -113,11 +126,12 @@ def geometry_of(transform) -> Geometry:
 
 
 def normalise_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[B, 3, H, W]`` -> float32, with the float ops of ToTensor + Normalize in their
-    order (divide by 255, subtract the mean, divide by the std), memory format kept. ``mean`` and
+    """float32 ``[B, 3, H, W]`` in 0..255 -> normalised, in place (memory format kept): rounded
+    to whole grey levels and clipped, as PIL's uint8 output is, then the float ops of ToTensor +
+    Normalize in their order (divide by 255, subtract the mean, divide by the std). ``mean`` and
     ``std`` are float32 ``[1, 3, 1, 1]`` tensors on the images' device (made once: building them
     from Python floats for every batch would copy from pageable memory and wait for the GPU)."""
-    return images.float().div_(255).sub_(mean).div_(std)
+    return images.round_().clamp_(0, 255).div_(255).sub_(mean).div_(std)
 
 
 def channel_constants(values: tuple[float, ...], device: torch.device) -> torch.Tensor:

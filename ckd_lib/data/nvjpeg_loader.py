@@ -165,7 +165,7 @@ class NvJpegLoader(EpochCounter):
         images = decode_rgb(batch.payloads, batch.encoded, self.device, self.decode_counts)
         size = self.geometry.output_size
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        out = torch.empty((len(images), 3, *size), dtype=torch.uint8, device=self.device,
+        out = torch.empty((len(images), 3, *size), dtype=torch.float32, device=self.device,
                           memory_format=memory_format)
         for k, (image, plan) in enumerate(zip(images, batch.plans, strict=True)):
             out[k].copy_(self.geometry.apply(image, plan))
