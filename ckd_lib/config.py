@@ -26,7 +26,7 @@ __all__ = ["ConfigError", "RunConfig", "load_configs", "methods"]
 
 
 SCHEDULES = ("step", "cosine")
-LOADERS = ("auto", "gpu", "torch", "dali")
+LOADERS = ("auto", "gpu", "torch", "nvjpeg")
 AMP_MODES = ("auto", "bf16", "none")
 SWITCHES = ("auto", True, False)
 
@@ -210,9 +210,9 @@ class RunConfig(RunConfigBase):
                               f"{self.FIELD_FORMS['device']}")
         if self.loader == "gpu" and self.model_zoo == "imagenet":
             raise ConfigError(f"loader='gpu' holds 32x32 datasets only; {self.dataset} accepts "
-                              "'auto', 'torch' or 'dali'")
-        if self.loader == "dali" and self.model_zoo != "imagenet":
-            raise ConfigError(f"loader='dali' decodes JPEG folders (imagenet, places365); "
+                              "'auto', 'torch' or 'nvjpeg'")
+        if self.loader == "nvjpeg" and self.model_zoo != "imagenet":
+            raise ConfigError(f"loader='nvjpeg' decodes JPEG folders (imagenet, places365); "
                               f"{self.dataset} accepts 'auto', 'gpu' or 'torch'")
         self._validate_teacher(zoo_models)
 

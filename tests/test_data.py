@@ -257,8 +257,8 @@ def test_bad_names_list_accepted_values():
         load_dataset("imagenet", "train")
     with pytest.raises(ValueError, match="'val'.*train, test"):
         load_dataset("synthetic", "val")
-    with pytest.raises(ValueError, match="'dali'.*gpu, torch"):
-        make_loader("dali", load_dataset("synthetic", "test"), 8, False, 0)
+    with pytest.raises(ValueError, match="'nvjpeg'; accepted: gpu, torch"):
+        make_loader("nvjpeg", load_dataset("synthetic", "test"), 8, False, 0)
 
 
 # ---------------------------------------------------------------------------- GpuLoader
@@ -393,3 +393,20 @@ def test_make_loader_kinds():
     assert isinstance(torch_loader, TorchLoader) and len(torch_loader) == 7
     x, y = next(iter(gpu))
     assert x.shape == (32, 3, 32, 32) and y.shape == (32,)
+
+
+@pytest.mark.parametrize("kind", ["gpu", "torch"])
+def test_a_pass_resumed_at_batch_k_yields_the_rest_of_the_epoch(kind):
+    """set_epoch(e, start_batch=k) gives what an uninterrupted pass yields from batch k on, the
+    partial last batch included; the next pass is a whole epoch again."""
+    d = noise_dataset(n=100)
+    loader = (GpuLoader(d, 16, True, "cpu", seed=5) if kind == "gpu"
+              else TorchLoader(d, 16, True, seed=5, num_workers=0))
+    loader.set_epoch(3)
+    whole = collect(loader)
+    loader.set_epoch(3, start_batch=4)
+    rest = collect(loader)
+    assert len(whole) == 7 and len(rest) == 3
+    for (x0, y0), (x1, y1) in zip(whole[4:], rest, strict=True):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1)
+    assert len(collect(loader)) == 7

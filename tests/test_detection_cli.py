@@ -1,5 +1,5 @@
-"""``python -m ckd_lib.detection.train``: recipes as printed configs, bad input, a real tiny run;
-and ``benchmarks/coco_check.py --dry-run``.
+"""``python -m ckd_lib.detection.train``: recipes as printed configs, bad input, a real tiny run.
+(The COCO timing of ``benchmarks/device_check.py`` is tested in ``tests/test_device_check.py``.)
 
 The expected recipe values are read from the CSV files here, independently of
 ``ckd_lib.recipes``, and the paper's numbers are also written out, so an edit of the table or of
@@ -7,8 +7,6 @@ the parser shows.
 """
 
 import csv
-import importlib.util
-import json
 import math
 import re
 import subprocess
@@ -28,7 +26,6 @@ from ckd_lib.detection.train import main
 
 RESOURCES = Path(ckd_lib.__file__).parent / "resources"
 REPO = Path(__file__).resolve().parents[1]
-CHECK_SCRIPT = REPO / "benchmarks" / "coco_check.py"
 
 
 def csv_row(name, teacher, student, method):
@@ -249,81 +246,3 @@ def test_tiny_run_then_the_same_command_returns_the_record(capsys, tmp_path, sha
     out = capsys.readouterr().out
     assert out.strip() == f"{run_id}: complete, box AP {record['last']['AP']:.2f}"
     assert (record_file.stat().st_mtime_ns, record_file.read_text()) == (stamp, text)
-
-
-# --- benchmarks/coco_check.py ------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def coco_check():
-    spec = importlib.util.spec_from_file_location("coco_check", CHECK_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["coco_check"] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop("coco_check", None)
-
-
-def test_coco_check_generates_batches_at_the_recipe_sizes(coco_check):
-    generator = torch.Generator().manual_seed(3)
-    for _ in range(3):
-        images, targets = coco_check.random_batch(generator, 4, (640, 800), 1333)
-        assert len(images) == len(targets) == 4
-        for image, target in zip(images, targets, strict=True):
-            assert image.dtype == torch.float32 and image.shape[0] == 3
-            h, w = image.shape[1:]
-            assert 640 <= min(h, w) <= 800 and max(h, w) <= 1333
-            assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
-            boxes, labels = target["boxes"], target["labels"]
-            assert boxes.shape == (len(labels), 4) and 2 <= len(labels) <= 12
-            assert bool((boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all())
-            assert bool((boxes[:, :2] >= 0).all() and (boxes[:, 2] <= w).all()
-                        and (boxes[:, 3] <= h).all())
-            assert bool(((labels >= 1) & (labels <= 80)).all())
-    again = coco_check.random_batch(torch.Generator().manual_seed(3), 4, (640, 800), 1333)
-    first = coco_check.random_batch(torch.Generator().manual_seed(3), 4, (640, 800), 1333)
-    assert all(torch.equal(a, b) for a, b in zip(again[0], first[0], strict=True))
-
-
-def test_coco_check_output_path(coco_check):
-    dry = coco_check.parse_args(["--dry-run"])
-    assert coco_check.output_path(dry, "cpu") is None  # a dry run writes nothing by default
-    full = coco_check.parse_args([])
-    assert (full.images_per_batch, full.warmup, full.timed, full.amp) == (4, 10, 30, "bf16")
-    assert coco_check.output_path(full, "NVIDIA H100 80GB HBM3") == (
-        CHECK_SCRIPT.parent / "coco_nvidia_h100_80gb_hbm3.json")
-    with pytest.raises(SystemExit):
-        coco_check.parse_args(["--dry-run", "--amp", "bf16"])  # bf16 autocast is CUDA only
-
-
-def test_coco_check_dry_run(coco_check, tmp_path, capsys):
-    out = tmp_path / "coco_cpu.json"
-    threads = torch.get_num_threads()
-    summary = coco_check.main(["--dry-run", "--out", str(out)])
-    assert torch.get_num_threads() == threads  # the dry run's one thread is given back
-    printed = capsys.readouterr().out
-    assert json.loads(out.read_text()) == json.loads(json.dumps(summary))
-    assert summary["dry_run"] and summary["device"] == "cpu"
-    assert (summary["train_min_sizes"], summary["max_size"]) == ([96, 128], 160)
-    assert list(summary["methods"]) == ["baseline", "DKD", "ReviewKD+CKD"]
-    expected_terms = {"baseline": set(), "DKD": {"loss_dkd"},
-                      "ReviewKD+CKD": {"loss_ckd", "loss_reviewkd"}}
-    detector_terms = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
-    for name, row in summary["methods"].items():
-        assert row["timed_iterations"] == 2 and row["warmup_iterations"] == 1
-        assert not row["stopped_by_time_limit"]
-        assert row["iterations_per_s"] > 0
-        assert row["images_per_s"] == pytest.approx(row["iterations_per_s"]
-                                                    * summary["images_per_batch"])
-        phases = row["phase_seconds_per_iteration"]
-        assert set(phases) == {"forward", "backward", "optimizer"}
-        assert all(v > 0 for v in phases.values())
-        # the phases are inside the timed loop
-        assert sum(phases.values()) * row["timed_iterations"] <= row["seconds"] * 1.001
-        assert set(row["last_losses"]) == detector_terms | expected_terms[name]
-        assert all(math.isfinite(v) for v in row["last_losses"].values())
-        assert row["peak_memory_gib"] is None  # CPU
-        assert name in printed
-    assert summary["methods"]["ReviewKD+CKD"]["loss_params"]["reviewkd_weight"] == 1.2
-    assert "it/s" in printed and "img/s" in printed

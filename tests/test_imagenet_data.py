@@ -6,8 +6,6 @@ transform sizes scaled down (crop 32, resize 40).
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -17,11 +15,9 @@ from ckd_lib.data import (
     IMAGENET_LOADER_KINDS,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    DaliImageNetLoader,
     DatasetNotFoundError,
     ImageNetLoader,
     ShardedEpochSampler,
-    dali_available,
     load_imagefolder_dataset,
     make_imagenet_loader,
 )
@@ -270,47 +266,6 @@ def test_make_imagenet_loader(data_root):
     train = load_imagefolder_dataset("imagenet", "train", data_root, **SIZES)
     loader = make_imagenet_loader("torch", train, 3, True, 0, num_workers=0, rank=1, world_size=2)
     assert isinstance(loader, ImageNetLoader) and loader.rank == 1 and len(loader) == 2
-    assert IMAGENET_LOADER_KINDS == ("torch", "dali")
-    with pytest.raises(ValueError, match="accepted: torch, dali"):
+    assert IMAGENET_LOADER_KINDS == ("torch", "nvjpeg")
+    with pytest.raises(ValueError, match="'gpu'; accepted: torch, nvjpeg"):
         make_imagenet_loader("gpu", train, 3, True, 0)
-
-
-# ---------------------------------------------------------------------------- DALI
-def test_dali_missing_gives_install_hint(data_root, monkeypatch):
-    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # as if DALI were not installed
-    train = load_imagefolder_dataset("imagenet", "train", data_root, **SIZES)
-    for build in (
-        lambda: DaliImageNetLoader(train, 4, True, 0),
-        lambda: make_imagenet_loader("dali", train, 4, True, 0),
-    ):
-        with pytest.raises(ImportError) as info:
-            build()
-        msg = str(info.value)
-        assert "pip install ckd_lib[dali]" in msg and "nvidia-dali-cuda120" in msg
-        assert "kind='torch'" in msg
-
-
-DALI_USABLE = dali_available() and torch.cuda.is_available()
-
-
-@pytest.mark.skipif(
-    not DALI_USABLE,
-    reason="NVIDIA DALI is not installed here (CUDA-only wheels: pip install ckd_lib[dali]) "
-    "or no CUDA GPU is visible",
-)
-def test_dali_loader_shapes_labels_and_sharding(data_root):
-    val = load_imagefolder_dataset("imagenet", "val", data_root, **SIZES)
-    loader = DaliImageNetLoader(val, 4, train=False, seed=0, num_threads=2)
-    out = list(loader)
-    assert len(out) == len(loader) == 2
-    assert out[0][0].shape == (4, 3, 32, 32) and out[0][0].device.type == "cuda"
-    assert torch.cat([y for _, y in out]).tolist() == val.targets
-    x_last = out[-1][0][-1]  # the solid-colour image, normalised
-    want = (torch.tensor(SOLID) / 255.0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
-    assert (x_last.cpu() - want.view(3, 1, 1)).abs().max().item() < 0.1
-    train = load_imagefolder_dataset("imagenet", "train", data_root, **SIZES)
-    ranks = [DaliImageNetLoader(train, 2, True, 3, rank=r, world_size=2) for r in range(2)]
-    labels = [torch.cat([y for _, y in loader]).tolist() for loader in ranks]
-    want_labels = [[train.targets[i] for i in s.indices()] for s in (r.sampler for r in ranks)]
-    assert labels == want_labels
-    assert {tuple(x.shape) for r in ranks for x, _ in r} == {(2, 3, 32, 32)}

@@ -33,7 +33,6 @@ __all__ = [
     "take_subset",
 ]
 
-from .dali import DaliImageNetLoader, dali_available  # noqa: E402
 from .imagefolder import (  # noqa: E402
     IMAGEFOLDER_DATASETS,
     IMAGENET_MEAN,
@@ -48,17 +47,17 @@ from .imagenet_loader import (  # noqa: E402
     ShardedEpochSampler,
     make_imagenet_loader,
 )
+from .nvjpeg_loader import NvJpegLoader  # noqa: E402
 
 __all__ += [
     "IMAGEFOLDER_DATASETS",
     "IMAGENET_LOADER_KINDS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "DaliImageNetLoader",
     "FolderImageDataset",
     "ImageNetLoader",
+    "NvJpegLoader",
     "ShardedEpochSampler",
-    "dali_available",
     "imagenet_transform",
     "load_imagefolder_dataset",
     "make_imagenet_loader",

@@ -2,8 +2,9 @@
 
 Why a separate kind of dataset: these sets are far too large to hold in memory as uint8 tensors
 (the CIFAR-style :class:`~ckd_lib.data.ImageDataset`), so samples are JPEG files decoded by the
-loader's workers (:mod:`ckd_lib.data.imagenet_loader`) or by DALI on the GPU
-(:mod:`ckd_lib.data.dali`). Both read the same ``samples`` list, so labels agree between them.
+loader's workers (:mod:`ckd_lib.data.imagenet_loader`) or, as bytes, by nvJPEG on the GPU
+(:mod:`ckd_lib.data.nvjpeg_loader`). Both read the same ``samples`` list and transform, so labels,
+crops and flips agree between them.
 
 Layout checks run before anything long (scanning 1.28M files, or starting workers): missing
 data fails at once with a :class:`~ckd_lib.data.errors.DatasetNotFoundError` (a

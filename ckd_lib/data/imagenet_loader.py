@@ -27,10 +27,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .epochs import EpochCounter
-from .seeding import derive_seed, epoch_seed, splitmix64
+from .seeding import derive_seed, epoch_seed, seeded_default_generator, splitmix64
 from .torch_loader import LOADER_STREAM, ORDER_STREAM, _seed_worker
 
 
@@ -114,14 +114,8 @@ class SeededSamples(Dataset):
         index, sample_seed = key
         if sample_seed is None:
             return self.dataset[index]
-        rng = torch.default_generator  # what torchvision's random transforms draw from
-        saved = rng.get_state() if get_worker_info() is None else None
-        rng.manual_seed(sample_seed)
-        try:
+        with seeded_default_generator(sample_seed):
             return self.dataset[index]
-        finally:
-            if saved is not None:
-                rng.set_state(saved)
 
 
 class ImageNetLoader(EpochCounter):
@@ -201,7 +195,7 @@ class ImageNetLoader(EpochCounter):
         return iter(self._loader)
 
 
-IMAGENET_LOADER_KINDS = ("torch", "dali")
+IMAGENET_LOADER_KINDS = ("torch", "nvjpeg")
 
 
 def make_imagenet_loader(
@@ -216,16 +210,17 @@ def make_imagenet_loader(
     drop_last: bool | None = None,
     **kwargs,
 ):
-    """Build the ImageNet-scale loader of ``kind``: "torch" (:class:`ImageNetLoader`, CPU
-    workers, yields CPU tensors) or "dali" (:class:`~ckd_lib.data.dali.DaliImageNetLoader`,
-    GPU decode, yields CUDA tensors). ``kwargs`` go to the loader (e.g. ``num_workers``,
-    ``pin_memory`` for "torch"; ``device_id``, ``num_threads`` for "dali")."""
+    """Build the ImageNet-scale loader of ``kind``: "torch" (:class:`ImageNetLoader`: PIL
+    decoding in CPU workers, yields CPU tensors) or "nvjpeg"
+    (:class:`~ckd_lib.data.nvjpeg_loader.NvJpegLoader`: workers read bytes, batches are decoded
+    and augmented on ``device``, where they are yielded). ``kwargs`` go to the loader (e.g.
+    ``num_workers``; ``pin_memory`` for "torch"; ``device``, ``channels_last`` for "nvjpeg")."""
     if kind == "torch":
         loader_class = ImageNetLoader
-    elif kind == "dali":
-        from .dali import DaliImageNetLoader  # DALI itself is imported only when built
+    elif kind == "nvjpeg":
+        from .nvjpeg_loader import NvJpegLoader  # here: that module imports this one
 
-        loader_class = DaliImageNetLoader
+        loader_class = NvJpegLoader
     else:
         raise ValueError(f"unknown ImageNet loader kind {kind!r}; accepted: "
                          f"{', '.join(IMAGENET_LOADER_KINDS)}")

@@ -59,6 +59,8 @@ def resolve_speed(config: RunConfig, device: torch.device, world_size: int = 1) 
         "eval_batch_size": config.eval_batch_size or (EVAL_BATCH_GPU if cuda else EVAL_BATCH_CPU),
         "device": str(device),
         "cudnn_benchmark": cuda,
+        # Image folders: the PIL DataLoader until benchmarks/device_check.py measures the
+        # nvjpeg loader faster end to end on a GPU (it has not run on one yet).
         "loader": config.loader if config.loader != "auto" else (
             "torch" if config.model_zoo == "imagenet" else "gpu"),
         "amp": ("bf16" if cuda else "none") if config.amp == "auto" else config.amp,

@@ -192,9 +192,9 @@ class GroupTrainer:
         self.test_set = load_imagefolder_dataset(cfg.dataset_base, "val", cfg.data_root,
                                                  subset=cfg.test_subset, seed=cfg.data_seed)
         self._check_batch()
-        shard = {"rank": d.rank, "world_size": d.world_size}
-        if self.speed["loader"] == "torch":
-            shard["num_workers"] = cfg.num_workers
+        shard = {"rank": d.rank, "world_size": d.world_size, "num_workers": cfg.num_workers}
+        if self.speed["loader"] == "nvjpeg":  # decodes on the run's device, yields there
+            shard.update(device=self.device, channels_last=self.speed["channels_last"])
         self.train_loader = make_imagenet_loader(self.speed["loader"], self.train_set,
                                                  self.per_device_batch, train=True,
                                                  seed=cfg.seed, **shard)
