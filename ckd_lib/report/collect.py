@@ -40,7 +40,6 @@ from ckd_lib.results import load_records
 CONFIG_FIELDS = ("dataset", "teacher", "student", "method", "epochs", "lr", "schedule",
                  "batch_size", "weight_decay", "momentum", "train_subset", "test_subset",
                  "drop_last")
-METHOD_ORDER = ("CE", "KD", "DKD", "CKD", "KD+CKD", "CKD+ReviewKD")
 DATASET_NAMES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST",
                  "synthetic": "synthetic data", "imagenet": "ImageNet-1K",
                  "places365": "Places365", "coco": "MS-COCO"}
@@ -50,10 +49,6 @@ def pretty_dataset(name: str) -> str:
     base = dataset_base(name)
     pretty = DATASET_NAMES.get(base, base)
     return pretty if base == name or base != "synthetic" else f"{pretty} ({name.split(':', 1)[1]})"
-
-
-def method_rank(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
 
 
 def is_same_architecture(teacher: str, student: str) -> bool:
@@ -162,9 +157,15 @@ class Study:
     def empty(self) -> bool:
         return self.frame.empty
 
+    @property
+    def report_dir(self) -> Path:
+        """results/<profile>: where report.html lives; the report's links are relative to it."""
+        return self.results_dir / self.profile
 
-def build_frame(records: list[dict], results_dir: str | Path) -> pd.DataFrame:
-    """One row per run with everything the report groups, averages and links by."""
+
+def build_frame(records: list[dict], link_base: str | Path) -> pd.DataFrame:
+    """One row per run with everything the report groups, averages and links by; links are
+    relative to `link_base` (the profile's folder, where its report.html lives)."""
     rows = []
     for r in records:
         cfg = r["config"]
@@ -201,7 +202,7 @@ def build_frame(records: list[dict], results_dir: str | Path) -> pd.DataFrame:
                                       if train_seconds and iterations else None),
             "group_size": len(r.get("group") or [r["run_id"]]),
             "images_per_second": r.get("images_per_second"),
-            "path": path, "link": relative_path(path, results_dir) if path else "",
+            "path": path, "link": relative_path(path, link_base) if path else "",
             "written": written,
         })
     frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=FRAME_COLUMNS)
@@ -222,6 +223,28 @@ FRAME_COLUMNS = (
     "path", "link", "written")
 
 
+def profile_of(name: str):
+    """The study profile `name` (notebooks/profiles/<name>.yaml), or None when there is no such
+    file or it does not load (a results folder may hold a profile this checkout lacks)."""
+    import yaml
+
+    from ckd_lib.study.params import ParameterError
+    from ckd_lib.study.profiles import load_profile
+
+    try:
+        return load_profile(name)
+    except (ParameterError, OSError, yaml.YAMLError):
+        return None
+
+
+def profile_notebooks(name: str) -> list[str]:
+    """The notebooks profile `name` runs ([] without a profile file). The report shows a section
+    whose data is missing only when the profile runs the notebook that makes it (then it says
+    that notebook has not run yet)."""
+    profile = profile_of(name)
+    return list(profile.notebooks) if profile is not None else []
+
+
 def _repo_notebooks_dir() -> Path | None:
     here = Path(__file__).resolve().parents[2] / "notebooks"
     return here if here.is_dir() else None
@@ -238,7 +261,7 @@ def load_study(profile: str = "demo", results_dir: str | Path = "results",
     results_dir = Path(results_dir)
     runs_dir = results_dir / profile / "runs"
     records = load_records(runs_dir) if runs_dir.is_dir() else []
-    frame = build_frame(records, results_dir)
+    frame = build_frame(records, results_dir / profile)
     if not paper_numbers_csv:  # None or "": the file beside the results
         paper_numbers_csv = results_dir / "paper_numbers.csv"
     mark_teacher_runs(frame)
