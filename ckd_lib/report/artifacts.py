@@ -141,7 +141,8 @@ def format_column(values, digits: int | None = None) -> list[str]:
 def columns_table(columns: list[tuple[str, list]], html_first: bool = False) -> str:
     """A table from (heading, formatted values) columns; numbers right-aligned. With
     `html_first`, the first column's values are HTML already (e.g. a method with its swatch)."""
-    head = "".join(f'<th{"" if i == 0 else " class=ckd-right"}>{escape(h)}</th>'
+    right = ' class="ckd-right"'
+    head = "".join(f'<th{"" if i == 0 else right}>{escape(h)}</th>'
                    for i, (h, _) in enumerate(columns))
     body = []
     for r in range(len(columns[0][1]) if columns else 0):
