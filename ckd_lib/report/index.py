@@ -92,9 +92,10 @@ body {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Ar
   margin: 24px; max-width: 1200px; color: #222; }}
 table {{ border-collapse: collapse; width: 100%; }}
 th, td {{ border: 1px solid #c8c8c8; padding: 6px 8px; text-align: left; vertical-align: top;
-  overflow-wrap: anywhere; }}
-th {{ background: #f2f4f7; }}
-td:nth-child(-n+4) {{ white-space: nowrap; }}
+  overflow-wrap: break-word; }}
+th {{ background: #f2f4f7; white-space: nowrap; }}
+td:nth-child(3) {{ white-space: nowrap; }}
+td:last-child {{ width: 50%; }}
 .d {{ color: #555; font-size: 0.9em; margin-top: 4px; }}
 </style></head>
 <body><h1>CKD study: reports by profile</h1>
