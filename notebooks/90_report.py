@@ -81,7 +81,9 @@ def figure_section(group: str, what: str, draw) -> None:
     for path in paths:
         show(draw(read_artifact(path) or {}))
         display(HTML(artifact_caption(study, path)))
-    if not paths:
+    for path in artifact_files(study, group, ".png") if not paths else []:
+        display(HTML(artifact_caption(study, path)), Image(filename=str(path)))  # no data: as drawn
+    if not paths and not artifact_files(study, group, ".png"):
         display(HTML(missing_artifact_note(study, what)))
 
 

@@ -350,3 +350,41 @@ def test_a_detection_profile_shows_its_sections_and_keeps_its_own_report(tmp_pat
     assert "MS-COCO runs NOT in the paper" in index and "DEMO on synthetic data" in index
     assert "11 classification runs" in index
     assert "4 detection runs" in index
+
+
+# -- figures a reader can read -------------------------------------------------------------------
+def test_figures_have_class_legends_integer_epochs_and_legends_off_the_data(study_dir):
+    from ckd_lib.data.fashion_mnist import CLASSES
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 5)
+    tsne = figures.tsne_figure({"dataset": "fashion_mnist", "labels": labels.tolist(),
+                                "points": {m: rng.normal(size=(50, 2)).tolist()
+                                           for m in ("CKD", "CE", "KD")}})
+    assert [t.get_text() for t in tsne.legends[0].get_texts()] == [
+        f"{i}: {name}" for i, name in enumerate(CLASSES)]
+    assert [ax.get_title() for ax in tsne.axes] == ["CE", "KD", "CKD"]  # the method order
+    rep = prepare(PROFILE, study_dir)
+    drawn = [tsne, figures.accuracy_curves(rep.study, rep.tables),
+             figures.loss_curves(rep.study, rep.tables), figures.gain_over_kd(rep.tables),
+             figures.accuracy_vs_time(rep.study)]
+    for fig in drawn:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+        assert legends
+        for legend in legends:
+            box = legend.get_window_extent(renderer)
+            for ax in fig.axes:
+                assert not box.overlaps(ax.get_window_extent(renderer)), fig
+    for fig in drawn[1:3]:
+        ticks = [t.get_text() for ax in fig.axes for t in ax.get_xticklabels() if t.get_text()]
+        assert ticks and all(re.fullmatch(r"\d+", t) for t in ticks), ticks
+    # losses on one axis only as ratios to their own first epoch, which the figure says
+    loss = drawn[2]
+    assert "divided by its own epoch-1 value" in loss._suptitle.get_text()
+    first = [line.get_ydata()[0] for ax in loss.axes for line in ax.get_lines()
+             if len(line.get_ydata()) > 1]
+    assert first and np.allclose(first, 1.0)
+    for fig in drawn:
+        plt.close(fig)
