@@ -134,8 +134,11 @@ def gain_over_kd(tables: ReportTables, metric: str = "best"):
         offsets = x - 0.4 + width * (i + 0.5)
         matched = bool(slot[1])
         ax.bar(offsets, gains, width, color=method_color(method), alpha=0.55 if matched else 1,
-               hatch=hatch.get(slot[1]), edgecolor="0.2" if matched else method_color(method),
-               yerr=np.where(np.isnan(errs), 0, errs), capsize=3)
+               hatch=hatch.get(slot[1]), edgecolor="0.2" if matched else method_color(method))
+        spread = ~np.isnan(errs) & ~np.isnan(gains)  # error bars only where 2+ seeds on each side
+        if spread.any():
+            ax.errorbar(offsets[spread], gains[spread], yerr=errs[spread], fmt="none",
+                        ecolor="black", elinewidth=1, capsize=3)
         for xo, g in zip(offsets, gains, strict=True):
             if not math.isnan(g):
                 ax.annotate(f"{g:+.2f}", (xo, g), xytext=(0, 3 if g >= 0 else -10),

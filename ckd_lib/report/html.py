@@ -107,7 +107,8 @@ def _stats_lines(cell: Cell) -> str:
     return (f'<div class="ckd-v">{num_html(best.text())}</div>'
             f'<div class="ckd-s">last {num_html(last.text())} · n={best.n}</div>'
             f'<div class="ckd-s">top-5 last {num_html(cell.top5.text())}</div>'
-            f'<div class="ckd-s">best ep {escape(epochs)} · {num_html(cell.budget)}</div>')
+            f'<div class="ckd-s">best at ep {escape(epochs)} · trained '
+            f"{num_html(cell.budget)}</div>")
 
 
 def cell_html(cell: Cell | None, sources: SourceIndex) -> str:
@@ -456,8 +457,8 @@ def run_index_html(study: Study) -> str:
             f'<tr><td><a class="ckd-run" href="{escape(r.link)}">{escape(r.run_id)}</a></td>'
             f"<td>{escape(str(r.section))}</td><td>{escape(r.label)}</td>"
             f"<td>{escape(r.settings)}</td><td>{r.seed}</td>"
-            f"<td>{_num(r.best_top1)} (ep {r.best_epoch})</td><td>{_num(r.last_top1)}</td>"
-            f"<td>{spi}</td></tr>")
+            f"<td>{num_html(f'{_num(r.best_top1)} (ep {r.best_epoch})')}</td>"
+            f"<td>{num_html(_num(r.last_top1))}</td><td>{num_html(spi)}</td></tr>")
     head = ("<th>run id</th><th>section</th><th>label</th><th>settings</th><th>seed</th>"
             "<th>best top-1</th><th>last top-1</th><th>ms / iteration</th>")
     return (f'<details class="ckd-report"><summary>All {len(frame)} runs (each links to its '
