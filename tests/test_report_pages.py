@@ -174,7 +174,7 @@ def test_a_method_has_one_colour_in_every_figure_and_table(study_dir):
              "loss": figures.loss_curves(rep.study, rep.tables)}
     table = fragments.pair_table_html(rep.tables.main[0], rep.sources)
     swatches = dict((m, c) for c, m in re.findall(
-        r'background:(#[0-9a-f]{6})"></span>([^<]+)</th>', table))
+        r'background:(#[0-9a-f]{6})"></span>([^<]+)</span></th>', table))
     swatches["CE"] = swatches.pop("student alone (CE)")
     assert swatches == {m: method_color(m) for m in ("teacher", "CE", "KD", "DKD", "CKD")}
     shown = {m: 0 for m in swatches}

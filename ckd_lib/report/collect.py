@@ -111,6 +111,9 @@ def config_key(config: dict) -> str:
     return json.dumps(data, sort_keys=True, default=str)
 
 
+SETTINGS_SEPARATOR = "; "
+
+
 def describe_settings(config: dict) -> str:
     """A short human description of a configuration: schedule, batch, lr and changed loss terms."""
     schedule = config.get("schedule")
@@ -125,7 +128,7 @@ def describe_settings(config: dict) -> str:
     for name in ("train_subset", "test_subset"):
         if config.get(name):
             parts.append(f"{name}={config[name]}")
-    return "; ".join(parts)
+    return SETTINGS_SEPARATOR.join(parts)
 
 
 def relative_path(path: str | Path, base: str | Path) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-from ckd_lib.report.collect import Study, pretty_dataset
+from ckd_lib.report.collect import SETTINGS_SEPARATOR, Study, pretty_dataset
 from ckd_lib.report.literature import PublishedNumber, SourceIndex, literature_for_pair
 from ckd_lib.report.palette import method_color, pair_label
 from ckd_lib.report.provenance import Provenance
@@ -48,8 +48,9 @@ def table_html(head: str, body: str, cls: str = "ckd") -> str:
 def method_name_html(method: str) -> str:
     """A method's name with its colour swatch, the colour it has in every figure."""
     names = {"teacher": "teacher", "CE": "student alone (CE)"}
-    return (f'<span class="ckd-swatch" style="background:{method_color(method)}"></span>'
-            f"{escape(names.get(method, method))}")
+    return (f'<span class="ckd-n"><span class="ckd-swatch" '
+            f'style="background:{method_color(method)}"></span>'
+            f"{escape(names.get(method, method))}</span>")
 
 
 def _delta_span(value: float | None, err: float | None = None) -> str:
@@ -101,14 +102,17 @@ def _published(cell: Cell, sources: SourceIndex, paper: bool = True) -> str:
     return "".join(parts)
 
 
-def _stats_lines(cell: Cell) -> str:
+def _stats_lines(cell: Cell, budget: bool = True) -> str:
+    """Best-epoch mean ± std (bold), last-epoch and top-5, n, the best epochs and (unless the
+    table says it elsewhere) the budget the runs trained."""
     best, last = cell.best, cell.last
-    epochs = "/".join(str(e) for e in cell.best_epochs)
+    epochs = f"best at ep {escape('/'.join(str(e) for e in cell.best_epochs))}"
+    trained = (f'<div class="ckd-s">{epochs} · trained {num_html(cell.budget)}</div>' if budget
+               else "")
     return (f'<div class="ckd-v">{num_html(best.text())}</div>'
-            f'<div class="ckd-s">last {num_html(last.text())} · n={best.n}</div>'
-            f'<div class="ckd-s">top-5 last {num_html(cell.top5.text())}</div>'
-            f'<div class="ckd-s">best at ep {escape(epochs)} · trained '
-            f"{num_html(cell.budget)}</div>")
+            f'<div class="ckd-s">last {num_html(last.text())} · n={best.n}'
+            f'{"" if budget else " · " + epochs}</div>'
+            f'<div class="ckd-s">top-5 last {num_html(cell.top5.text())}</div>{trained}')
 
 
 def cell_html(cell: Cell | None, sources: SourceIndex) -> str:
@@ -212,28 +216,59 @@ def pair_table_html(table: Table, sources: SourceIndex, command: dict | None = N
             + f"{notes}{sources_html(sources, start)}{commands_html(command)}")
 
 
+def shared_settings(cells: list[Cell]) -> list[str]:
+    """The parts of the settings every one of `cells` has (said once above a table instead of
+    in every row)."""
+    parts = [c.settings.split(SETTINGS_SEPARATOR) for c in cells if c.settings]
+    if len(parts) < 2 or len(parts) < len(cells):
+        return []
+    return [p for p in parts[0] if all(p in other for other in parts[1:])]
+
+
+def _groups(cells: list[Cell]) -> list[int]:
+    """For each row, how many rows its (dataset, pair) group spans from it (0: not its first)."""
+    keys = [(c.dataset, c.teacher, c.student) for c in cells]
+    spans = []
+    for i, key in enumerate(keys):
+        if i and keys[i - 1] == key:
+            spans.append(0)
+            continue
+        n = 1
+        while i + n < len(keys) and keys[i + n] == key:
+            n += 1
+        spans.append(n)
+    return spans
+
+
 def ablations_html(table: Table, sources: SourceIndex, command: dict | None = None,
                    level: int = 2) -> str:
+    """One row per configuration; dataset and pair once per group of rows, and the settings
+    all rows share once above the table, so each row's settings say what it changes."""
     start = len(sources.sources)
     head = ("<th>dataset</th><th>pair</th><th>method</th><th>label</th><th>settings</th>"
             "<th>top-1 (best; last, n)</th><th>Δ main</th>")
+    shared = shared_settings(table.rows)
+    body = ""
+    for c, span in zip(table.rows, _groups(table.rows), strict=True):
+        d = c.deltas.get("main", {})
+        own = SETTINGS_SEPARATOR.join(p for p in c.settings.split(SETTINGS_SEPARATOR)
+                                      if p not in shared) or "the shared settings"
+        group = (f'<td rowspan="{span}">{escape(pretty_dataset(c.dataset))}</td>'
+                 f'<td class="ckd-pair" rowspan="{span}">{pair_html(c.teacher, c.student)}</td>'
+                 if span else "")
+        body += (f"<tr>{group}<td>{method_name_html(c.method)}</td><td>{escape(c.label)}</td>"
+                 f'<td class="ckd-s">{escape(own)}</td>'
+                 f"<td>{_stats_lines(c, budget=False)}{_run_links(c)}"
+                 f"{_published(c, sources, False)}</td><td>{_delta_span(d.get('best'))}"
+                 f"<div class=\"ckd-s\">last {_delta_span(d.get('last'))}</div>"
+                 + (f'<div class="ckd-i">{escape(c.note)}</div>' if c.note else "")
+                 + "</td></tr>")
     if not table.rows:
         body = '<tr><td colspan="7" class="ckd-empty">no ablation runs in these records</td></tr>'
-    else:
-        body = ""
-        for c in table.rows:
-            d = c.deltas.get("main", {})
-            body += (f"<tr><td>{escape(pretty_dataset(c.dataset))}</td>"
-                     f'<td class="ckd-pair">{pair_html(c.teacher, c.student)}</td>'
-                     f"<td>{method_name_html(c.method)}</td><td>{escape(c.label)}</td>"
-                     f'<td class="ckd-s">{escape(c.settings)}</td>'
-                     f"<td>{_stats_lines(c)}{_run_links(c)}{_published(c, sources, False)}</td>"
-                     f"<td>{_delta_span(d.get('best'))}"
-                     f"<div class=\"ckd-s\">last {_delta_span(d.get('last'))}</div>"
-                     + (f'<div class="ckd-i">{escape(c.note)}</div>' if c.note else "")
-                     + "</td></tr>")
+    common = (f" Settings of every row: {escape(SETTINGS_SEPARATOR.join(shared))}; each row's "
+              "settings column gives the rest." if shared else "")
     return (f'<h{level} class="ckd-h">{escape(table.title)}</h{level}>'
-            f'<div class="ckd-note">{escape(table.description)}</div>'
+            f'<div class="ckd-note">{escape(table.description)}{common}</div>'
             + table_html(head, body) + f"{sources_html(sources, start)}{commands_html(command)}")
 
 
