@@ -128,9 +128,9 @@ accuracy_time = figures.accuracy_vs_time(study) if classification else None
 if accuracy_time is not None or wanted("efficiency"):
     display(HTML(fragments.section_html("Efficiency: time per iteration and memory")))
     show(accuracy_time)
-    for path in artifact_files(study, "efficiency", ".json"):
-        show(figures.efficiency_figure(read_artifact(path) or {}))
+    for path in artifact_files(study, "efficiency", ".json"):  # what was measured, then figures
         display(HTML(efficiency_html(study, path)))
+        show(figures.efficiency_figure(read_artifact(path) or {}))
     if not artifact_files(study, "efficiency", ".json"):
         display(HTML(missing_artifact_note(study, "efficiency")))
 

@@ -192,7 +192,7 @@ def efficiency_html(study: Study, path: Path) -> str:
     if kd:
         columns.append(("time vs KD (×)", format_column([r["ms_per_iter"] / kd for r in rows], 2)))
     mib = [[r.get("saved_activations_mb") for r in rows], [r.get("peak_memory_mb") for r in rows]]
-    digits = decimals_for([v for col in mib for v in col if v is not None], significant=2)
+    digits = decimals_for([v for col in mib for v in col if v is not None])
     columns.append(("activations saved for backward (MiB)", format_column(mib[0], digits)))
     if any(v is not None for v in mib[1]):
         columns.append(("peak memory (MiB)", format_column(mib[1], digits)))

@@ -117,32 +117,30 @@ def gain_over_kd(tables: ReportTables, metric: str = "best"):
         return None
     _style()
     pairs = list(dict.fromkeys(data["pair"]))
+    # within a pair: methods in their order, each first as in the table, then its matched bars
     data["slot"] = [(method_rank(m), b if mt else "") for m, b, mt in
                     zip(data["method"], data["budget"], data["matched"], strict=True)]
-    slots = sorted(set(data["slot"]))
+    data = data.sort_values("slot", kind="stable")
     matched_budgets = sorted(set(data[data["matched"]]["budget"]))
     hatch = {b: HATCHES[i % len(HATCHES)] for i, b in enumerate(matched_budgets)}
-    width = 0.8 / len(slots)
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.0 * len(pairs) * len(slots) + 2.5), 5.2),
+    most = int(data.groupby("pair").size().max())
+    width = 0.8 / most
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.9 * len(pairs) * most + 2.5), 5.2),
                            layout="constrained")
     x = np.arange(len(pairs))
-    for i, slot in enumerate(slots):
-        sub = data[data["slot"] == slot].set_index("pair").reindex(pairs)
-        method = sub["method"].dropna().iloc[0]
-        gains = sub["gain"].to_numpy(dtype=float)
-        errs = sub["err"].to_numpy(dtype=float)
-        offsets = x - 0.4 + width * (i + 0.5)
-        matched = bool(slot[1])
-        ax.bar(offsets, gains, width, color=method_color(method), alpha=0.55 if matched else 1,
-               hatch=hatch.get(slot[1]), edgecolor="0.2" if matched else method_color(method))
-        spread = ~np.isnan(errs) & ~np.isnan(gains)  # error bars only where 2+ seeds on each side
-        if spread.any():
-            ax.errorbar(offsets[spread], gains[spread], yerr=errs[spread], fmt="none",
-                        ecolor="black", elinewidth=1, capsize=3)
-        for xo, g in zip(offsets, gains, strict=True):
-            if not math.isnan(g):
-                ax.annotate(f"{g:+.2f}", (xo, g), xytext=(0, 3 if g >= 0 else -10),
-                            textcoords="offset points", ha="center", fontsize=7)
+    for centre, pair in zip(x, pairs, strict=True):
+        bars = data[data["pair"] == pair]
+        offsets = centre + (np.arange(len(bars)) - (len(bars) - 1) / 2) * width
+        for offset, bar in zip(offsets, bars.itertuples(), strict=True):
+            ax.bar(offset, bar.gain, width, color=method_color(bar.method),
+                   alpha=0.55 if bar.matched else 1, hatch=hatch.get(bar.budget) if bar.matched
+                   else None, edgecolor="0.2" if bar.matched else method_color(bar.method))
+            if not math.isnan(bar.err):  # 2+ seeds on each side
+                ax.errorbar(offset, bar.gain, yerr=bar.err, fmt="none", ecolor="black",
+                            elinewidth=1, capsize=3)
+            ax.annotate(f"{bar.gain:+.2f}", (offset, bar.gain),
+                        xytext=(0, 3 if bar.gain >= 0 else -10), textcoords="offset points",
+                        ha="center", fontsize=7)
     ax.axhline(0, color="black", lw=0.8)
     ax.margins(y=0.15)
     seeds = {}

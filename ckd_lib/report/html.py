@@ -47,10 +47,10 @@ def table_html(head: str, body: str, cls: str = "ckd") -> str:
 
 def method_name_html(method: str) -> str:
     """A method's name with its colour swatch, the colour it has in every figure."""
-    names = {"teacher": "teacher", "CE": "student alone (CE)"}
+    first, _, rest = {"CE": "student alone (CE)"}.get(method, method).partition(" ")
     return (f'<span class="ckd-n"><span class="ckd-swatch" '
-            f'style="background:{method_color(method)}"></span>'
-            f"{escape(names.get(method, method))}</span>")
+            f'style="background:{method_color(method)}"></span>{escape(first)}</span>'
+            + (f" {escape(rest)}" if rest else ""))
 
 
 def _delta_span(value: float | None, err: float | None = None) -> str:
@@ -110,9 +110,9 @@ def _stats_lines(cell: Cell, budget: bool = True) -> str:
     trained = (f'<div class="ckd-s">{epochs} · trained {num_html(cell.budget)}</div>' if budget
                else "")
     return (f'<div class="ckd-v">{num_html(best.text())}</div>'
-            f'<div class="ckd-s">last {num_html(last.text())} · n={best.n}'
+            f'<div class="ckd-s">{num_html("last " + last.text())} · n={best.n}'
             f'{"" if budget else " · " + epochs}</div>'
-            f'<div class="ckd-s">top-5 last {num_html(cell.top5.text())}</div>{trained}')
+            f'<div class="ckd-s">top-5 {num_html("last " + cell.top5.text())}</div>{trained}')
 
 
 def cell_html(cell: Cell | None, sources: SourceIndex) -> str:
@@ -151,15 +151,12 @@ def delta_html(row: PairRow, method: str, ref: str) -> str:
             f'<div class="ckd-s">last {_delta_span(d.get("last"), d.get("last_err"))}</div>')
     other = row.cells.get(ref)
     if ref != "teacher" and other is not None and other.budget != cell.budget:
-        html += (f'<div class="ckd-b">{escape(method)} at {num_html(cell.budget)}, '
-                 f"{escape(ref)} at {num_html(other.budget)}: not an equal budget</div>")
-        matched = equal_budget_deltas(row, method, ref)
-        for budget, md in matched:
-            html += (f'<div class="ckd-b">both at {num_html(budget)}: '
-                     f'{_delta_span(md.get("best"))} '
-                     f'<span class="ckd-s">(last {_delta_span(md.get("last"))})</span></div>')
-        if not matched:
-            html += '<div class="ckd-b ckd-ns">no runs at equal budget</div>'
+        html += (f'<div class="ckd-b">{escape(method)} {num_html(cell.budget)} vs '
+                 f"{escape(ref)} {num_html(other.budget)}</div>")
+        matched = [f'{_delta_span(md.get("best"))} {num_html(f"({budget})")}'
+                   for budget, md in equal_budget_deltas(row, method, ref)]
+        html += (f'<div class="ckd-s">at equal budget: {", ".join(matched)}</div>' if matched
+                 else '<div class="ckd-s ckd-ns">no runs at equal budget</div>')
     return f"<td>{html}</td>"
 
 

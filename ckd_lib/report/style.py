@@ -24,7 +24,7 @@ CSS = """
 .ckd-scroll { overflow-x: auto; max-width: 100%; }
 table.ckd.ckd { border-collapse: collapse; margin: 6px 0 4px 0; font-size: 12px;
   table-layout: auto; width: auto; }
-table.ckd.ckd th, table.ckd.ckd td { border: 1px solid #c8c8c8; padding: 4px 6px;
+table.ckd.ckd th, table.ckd.ckd td { border: 1px solid #c8c8c8; padding: 3px 5px;
   text-align: left; vertical-align: top; line-height: 1.3; max-width: none;
   white-space: normal; overflow-wrap: break-word; }
 table.ckd.ckd th { background: #f2f4f7; }
