@@ -349,6 +349,8 @@ def test_a_detection_profile_shows_its_sections_and_keeps_its_own_report(tmp_pat
         assert meta["built"] in index and meta["headline"] in index.replace("&#x27;", "'")
     assert "MS-COCO runs NOT in the paper" in index and "DEMO on synthetic data" in index
     assert "11 classification runs" in index
+    # a summary.csv with no table cell in it is not offered
+    assert f'href="{PROFILE}/summary.csv"' in index and 'href="coco_demo/summary.csv"' not in index
     assert "4 detection runs" in index
 
 

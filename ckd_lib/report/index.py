@@ -51,7 +51,8 @@ def _entry(report: Path) -> dict:
                 "built": built.strftime("%Y-%m-%d %H:%M UTC"),
                 "description": profile_description(folder.name)}
     meta["profile"] = folder.name
-    meta["summary"] = (folder / "summary.csv").is_file()
+    summary = folder / "summary.csv"  # a detection-only profile's has no table cell in it
+    meta["summary"] = summary.is_file() and len(summary.read_text().splitlines()) > 1
     return meta
 
 
