@@ -161,7 +161,7 @@ def test_registration_mistakes_are_refused():
 
 
 def test_colours_are_fixed_per_method_and_stable_across_processes():
-    assert method_color("CKD") == "#D55E00"
+    assert method_color("CKD") == "#d55e00"
     name = "SomeUnknownMethod"
     assert method_color(name) == PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
     code = "from ckd_lib.methods import method_color; print(method_color('SomeUnknownMethod'))"

@@ -22,6 +22,7 @@ from ckd_lib.config import RunConfig
 from ckd_lib.engine import train
 from ckd_lib.report import NOT_SUPPLIED, build_report, prepare
 from ckd_lib.report import html as fragments
+from ckd_lib.report.artifacts import artifact_files, json_artifact_html
 from ckd_lib.report.collect import build_frame, family, is_same_architecture
 from ckd_lib.report.literature import PaperNumbers, load_literature, match_literature
 from ckd_lib.report.tables import ordered_pairs
@@ -57,9 +58,9 @@ def ensure_study(base: Path) -> Path:
 
 
 def built_report(base: Path) -> Path:
-    """results/report.html of the tiny study, built once per test session."""
+    """results/demo/report.html of the tiny study, built once per test session."""
     results = ensure_study(base)
-    html = results / "report.html"
+    html = results / PROFILE / "report.html"
     if not html.is_file():
         build_report(PROFILE, results)
     return html
@@ -116,8 +117,8 @@ def test_main_table_cells_are_mean_std_over_seeds_of_the_records(study_dir):
                 if r["config"]["method"] == method and r["run_id"] in want["ids"]]
         assert cell.top5.mean == pytest.approx(np.mean(top5))
         assert sorted(cell.run_ids) == want["ids"]
-        for link in cell.links:  # links are relative to the results folder and exist
-            assert (study_dir / link).is_file()
+        for link in cell.links:  # links are relative to the profile's folder and exist
+            assert (study_dir / PROFILE / link).is_file()
     # the teacher column: the accuracy the runs measured for the (untrained) teacher
     teacher = row.cells["teacher"]
     # an untrained teacher is drawn from the seed: one teacher per seed
@@ -180,6 +181,7 @@ def test_a_rerun_of_a_counted_seed_is_shown_not_counted(study_dir, tmp_path):
     folder = results / PROFILE / "runs" / stale["run_id"]
     folder.mkdir()
     (folder / "record.json").write_text(json.dumps(stale))
+    shutil.copy(original["_file"].parent / "model_last.pth", folder)  # a record has its model
     (row,) = prepare(PROFILE, results).tables.main[0].rows
     cell = row.cells["CKD"]
     assert cell.n == 2 and original["run_id"] in cell.run_ids
@@ -199,7 +201,7 @@ def test_summary_csv_has_one_row_per_cell(study_dir, tmp_path):
     assert float(ckd["best_top1_mean"]) == pytest.approx(want["best_mean"], abs=1e-4)
     assert float(ckd["last_top1_std"]) == pytest.approx(want["last_std"], abs=1e-4)
     assert ckd["n"] == "2" and sorted(ckd["run_ids"].split()) == want["ids"]
-    assert all((study_dir / p).is_file() for p in ckd["records"].split())
+    assert all((study_dir / PROFILE / p).is_file() for p in ckd["records"].split())
     assert ckd["paper_top1"] == NOT_SUPPLIED
     assert "make reproduce PROFILE=demo" in ckd["command"]
 
@@ -261,10 +263,10 @@ def test_an_empty_profile_still_makes_a_report(tmp_path):
 # -- the notebook and its HTML -------------------------------------------------------------------
 @pytest.mark.notebooks
 def test_report_notebook_builds_the_html(report_html):
-    results = report_html.parent
+    profile_dir = report_html.parent
+    results = profile_dir.parent
     page = report_html.read_text()
-    copy = (results / PROFILE / "report.html").read_text()
-    assert '<base href="../">' in copy and "<base " not in page
+    assert "<base " not in page  # links are relative to the report's own folder
     # the banner, at the top, in words nobody can miss
     assert 'id="ckd-banner"' in page
     banner = re.search(r"DEMO on synthetic data[^<]*NOT the paper(&#x27;|')s CIFAR-100 numbers",
@@ -285,10 +287,11 @@ def test_report_notebook_builds_the_html(report_html):
     assert not re.search(r"<script[^>]+src=", page)
     # every record link in the page points to a record file
     links = set(re.findall(r'href="([^"]+/record\.json)"', page))
-    assert links and all((results / link).is_file() for link in links)
-    assert (results / "summary.csv").read_bytes() == (results / PROFILE / "summary.csv"
-                                                      ).read_bytes()
-    assert (results / PROFILE / "executed" / "90_report.ipynb").is_file()
+    assert links and all((profile_dir / link).is_file() for link in links)
+    assert (profile_dir / "summary.csv").is_file()
+    assert (profile_dir / "executed" / "90_report.ipynb").is_file()
+    # the top-level page is the index of the profiles' reports, and links to this one
+    assert f'href="{PROFILE}/report.html"' in (results / "report.html").read_text()
 
 
 def test_report_shows_artifacts_when_present(study_dir, tmp_path):
@@ -308,9 +311,8 @@ def test_report_shows_artifacts_when_present(study_dir, tmp_path):
     (artifacts / "efficiency_table.json").write_text(json.dumps(
         [{"method": "CKD", "ms_per_iteration": 12.5}, {"method": "KD", "ms_per_iteration": 11.0}]))
     rep = prepare(PROFILE, results)
-    assert [p.name for p in fragments.artifact_files(rep.study, "tsne", ".png")] == [
-        "tsne_students.png"]
-    table = fragments.json_artifact_html(rep.study, artifacts / "efficiency_table.json")
+    assert [p.name for p in artifact_files(rep.study, "tsne", ".png")] == ["tsne_students.png"]
+    table = json_artifact_html(rep.study, artifacts / "efficiency_table.json")
     assert "ms_per_iteration" in table and "12.5" in table
 
 

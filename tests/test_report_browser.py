@@ -1,5 +1,8 @@
 """The generated report opens in a real browser (Debian's headless chromium) without console
-errors, its figures decode, the banner is on screen, and a screenshot of it is a real picture.
+errors, its figures decode, the banner is on screen, and a screenshot of it is a real picture;
+no table cell's content runs out of its cell at a laptop's widths (1400 and 1000 px), in the
+tiny study's report, in a page of tables filled with long unbroken text, and in every report
+this checkout has built (``results/*/report.html``, e.g. the demo's after ``make reproduce``).
 
 Chromium is driven over the DevTools protocol (a websocket, with the `websocket-client` package
 jupyter brings): console messages, uncaught exceptions and failed loads are collected while the
@@ -25,7 +28,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_report import built_report  # noqa: E402
+from test_report import PROFILE, built_report, ensure_study  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium"
                                         if Path("/usr/bin/chromium").exists() else None)
@@ -38,6 +41,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--hide-scrollbars", "--remote-allow-origins=*"]
 WIDTH = 1400
+WIDTHS = (1400, 1000)  # a laptop's browser window, and a narrow one
 
 
 class DevTools:
@@ -192,3 +196,86 @@ def test_report_opens_in_chromium_without_console_errors(chromium, tmp_path_fact
     top = pixels[:500]
     red = (top[..., 0] > 150) & (top[..., 1] < 40) & (top[..., 2] < 60)
     assert red.sum() > 1000
+
+
+# -- no table cell overflows ---------------------------------------------------------------------
+# Every cell (closed <details> opened first) whose content is wider than the cell, and how wide
+# the page is (a table wider than the page must scroll in its own box, not widen the page).
+OVERFLOW_JS = """(() => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  const cells = Array.from(document.querySelectorAll('td, th'));
+  return {cells: cells.length, page: document.documentElement.scrollWidth,
+          over: cells.filter(c => c.scrollWidth > c.clientWidth).map(c =>
+            [c.scrollWidth, c.clientWidth, c.innerText.slice(0, 100)])};
+})()"""
+
+
+def measure(tools: DevTools, page: Path, width: int) -> dict:
+    tools.events.clear()  # a load event of the previous page must not count for this one
+    tools.call("Emulation.setDeviceMetricsOverride", width=width, height=900,
+               deviceScaleFactor=1, mobile=False)
+    tools.call("Page.navigate", url=page.resolve().as_uri())
+    tools.wait_for("Page.loadEventFired", timeout=60)
+    return tools.evaluate(OVERFLOW_JS)
+
+
+def assert_no_overflow(chromium_url: str, page: Path) -> None:
+    tools = DevTools(chromium_url)
+    try:
+        tools.call("Page.enable")
+        for width in WIDTHS:
+            found = measure(tools, page, width)
+            assert found["cells"] > 0
+            assert not found["over"], (f"{page} at {width} px: cells whose content overflows "
+                                       "(scrollWidth, clientWidth, text):\n"
+                                       + "\n".join(map(str, found["over"])))
+            assert found["page"] <= width, f"{page} is {found['page']} px wide at {width} px"
+    finally:
+        tools.close()
+
+
+def test_no_table_cell_overflows_in_the_report(chromium, tmp_path_factory):
+    assert_no_overflow(chromium, built_report(tmp_path_factory.getbasetemp()
+                                              / "ckd_report_study"))
+
+
+def test_no_table_cell_overflows_with_long_unbroken_text(chromium, tmp_path_factory, tmp_path):
+    """The report's tables with the text that broke them before (a long settings string in the
+    ablations, once a nowrap line in a 340 px cell), made longer and without spaces, in the
+    notebook theme nbconvert wraps the report in."""
+    import nbformat
+
+    from ckd_lib.report import build_html, prepare
+    from ckd_lib.report import html as fragments
+
+    results = ensure_study(tmp_path_factory.getbasetemp() / "ckd_report_study")
+    rep = prepare(PROFILE, results)
+    for cell in rep.tables.ablations.rows + rep.tables.teachers.rows:
+        cell.settings = "temperature=0.5;cl_weight=100.0;" * 12
+        cell.label = "ablation:" + "negatives=student+symmetric+positive_only" * 3
+        cell.note = "/very/long/checkpoint/path/" * 10 + "model_last.pth"
+    tables = [fragments.pair_table_html(t, rep.sources) for t in rep.tables.main]
+    tables += [fragments.ablations_html(rep.tables.ablations, rep.sources),
+               fragments.teachers_html(rep.tables.teachers, rep.sources),
+               fragments.pair_table_html(rep.tables.budget, rep.sources, budget_column=True),
+               fragments.provenance_html(rep.provenance, rep.commands, rep.tables.all()),
+               fragments.run_index_html(rep.study)]
+    outputs = [nbformat.v4.new_output("display_data", data={"text/html": html})
+               for html in [fragments.banner_html(rep.study), *tables]]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("", outputs=outputs)])
+    source = tmp_path / "long.ipynb"
+    nbformat.write(nb, source)
+    assert_no_overflow(chromium, build_html(source, tmp_path / "long.html"))
+
+
+def _built_reports() -> list[Path]:
+    from ckd_lib.study.paths import project_root
+
+    return sorted((project_root() / "results").glob("*/report.html"))
+
+
+@pytest.mark.skipif(not _built_reports(), reason="no report built in this checkout "
+                                                 "(make reproduce builds the demo's)")
+@pytest.mark.parametrize("page", _built_reports(), ids=lambda p: p.parent.name)
+def test_no_table_cell_overflows_in_the_reports_of_this_checkout(chromium, page):
+    assert_no_overflow(chromium, page)

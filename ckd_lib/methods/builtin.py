@@ -22,6 +22,7 @@ from ckd_lib import losses
 from ckd_lib.losses.distributed import CKD_NEGATIVES_SCOPES
 from ckd_lib.methods.params import Param
 from ckd_lib.methods.registry import (
+    PALETTE,
     TermContext,
     TermInputs,
     TermModule,
@@ -154,18 +155,18 @@ register_term("reviewkd", params=[_weight("reviewkd_weight", 1.0, "ReviewKD's fe
               help="ReviewKD: hierarchical context loss on fused features")
 
 # -- classification methods (the report's order follows this order) ------------------------------
-register_method("CE", ["ce"], main=True, color="#7F7F7F", help="the student alone")
+register_method("CE", ["ce"], main=True, color=PALETTE[7], help="the student alone")
 register_method("KD", [use("ce", ce_weight=0.1), use("kd", kd_weight=0.9)], main=True,
-                color="#0072B2")
+                color=PALETTE[0])
 register_method("DKD", ["ce", use("dkd", hide=["dkd_weight"])], warmup=["dkd"], main=True,
-                color="#009E73")
-register_method("CKD", ["ce", "ckd"], main=True, color="#D55E00")
+                color=PALETTE[2])
+register_method("CKD", ["ce", "ckd"], main=True, color=PALETTE[3])
 register_method("KD+CKD", [use("ce", ce_weight=0.1),
                            use("kd", rename={"temperature": "kd_temperature"}, kd_weight=0.9,
                                kd_temperature=4.0),
-                           "ckd"], recipe_from="CKD", color="#CC79A7")
+                           "ckd"], recipe_from="CKD", color=PALETTE[5])
 register_method("CKD+ReviewKD", ["ce", "ckd", "reviewkd"], warmup=["ckd", "reviewkd"],
-                recipe_from="CKD", color="#E69F00")
+                recipe_from="CKD", color=PALETTE[4])
 
 # -- detection methods -----------------------------------------------------------------------------
 _DET_KD = use("kd", rename={"temperature": "kd_temperature"}, kd_weight=1.0, kd_temperature=1.0)
@@ -174,12 +175,12 @@ _DET_CKD = use("ckd", rename={"cl_weight": "ckd_weight"}, ckd_weight=0.1,
                hide=["negatives", "symmetric", "positive_only", "chunk_size",
                      "learnable_temperature", "negatives_scope"])
 _DETECTION = dict(task="detection")
-register_method("baseline", [], color="#7F7F7F", help="the detector alone", **_DETECTION)
+register_method("baseline", [], color=PALETTE[7], help="the detector alone", **_DETECTION)
 register_method("KD", [_DET_KD], **_DETECTION)
 register_method("DKD", [_DET_DKD], **_DETECTION)
 register_method("CKD", [_DET_CKD], **_DETECTION)
-register_method("ReviewKD", ["reviewkd"], color="#56B4E9", **_DETECTION)
+register_method("ReviewKD", ["reviewkd"], color=PALETTE[1], **_DETECTION)
 # the logit term before ReviewKD: the loss dict (and the sum of the total) keep that order
-register_method("ReviewKD+KD", [_DET_KD, "reviewkd"], color="#4E79A7", **_DETECTION)
-register_method("ReviewKD+DKD", [_DET_DKD, "reviewkd"], color="#59A14F", **_DETECTION)
-register_method("ReviewKD+CKD", [_DET_CKD, "reviewkd"], color="#B07AA1", **_DETECTION)
+register_method("ReviewKD+KD", [_DET_KD, "reviewkd"], color=PALETTE[9], **_DETECTION)
+register_method("ReviewKD+DKD", [_DET_DKD, "reviewkd"], color=PALETTE[6], **_DETECTION)
+register_method("ReviewKD+CKD", [_DET_CKD, "reviewkd"], color="#8c510a", **_DETECTION)

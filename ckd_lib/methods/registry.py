@@ -352,9 +352,11 @@ def all_method_names() -> list[str]:
     return list(dict.fromkeys(name for _, name in _METHODS))
 
 
-# A palette of distinguishable colours (Okabe-Ito, then Tableau's) for methods without their own.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
-           "#4E79A7", "#59A14F", "#B07AA1", "#9C755F", "#EDC948")
+# seaborn's "colorblind" palette (Okabe-Ito based), written out so that colours do not depend on
+# whether or which seaborn is installed: the built-in methods take theirs from it, and a method
+# registered without a colour gets one of them by a CRC-32 of its name.
+PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4",
+           "#949494", "#ece133", "#56b4e9")
 
 
 def method_color(name: str) -> str:

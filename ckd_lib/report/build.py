@@ -1,11 +1,12 @@
-"""Building the report: the notebook's data (`prepare`), the HTML (`build_html`) and the whole
-thing from the command line or the study runner (`build_report`).
+"""Building the report: the notebook's data (`prepare`), the HTML (`build_html`), publishing a
+profile's pages (`publish`) and the whole thing from the command line (`build_report`).
 
 ``build_report(profile, results_dir)`` executes ``notebooks/90_report.py`` (jupytext → papermill)
-into ``results/<profile>/executed/90_report.ipynb``, converts it with nbconvert (input cells
-hidden, no JavaScript from the network) into ``results/<profile>/report.html`` and
-``results/report.html``, and copies ``results/<profile>/summary.csv`` to ``results/summary.csv``.
-Every file is written atomically.
+into ``results/<profile>/executed/90_report.ipynb``; ``publish`` (also what the study runner calls
+after the report notebook) converts it into ``results/<profile>/report.html`` (input cells
+hidden), renders every executed notebook of the profile to ``executed/<name>.html`` for the
+record, and rewrites the index of all profiles' reports, ``results/report.html``. No page loads
+anything from the network. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,20 +21,27 @@ import pandas as pd
 
 from ckd_lib import results
 from ckd_lib.report.collect import Study, load_study
+from ckd_lib.report.index import write_index, write_meta
 from ckd_lib.report.literature import SourceIndex
-from ckd_lib.report.provenance import Provenance, collect_provenance, table_commands
+from ckd_lib.report.provenance import (
+    REPORT_NOTEBOOK,
+    Provenance,
+    collect_provenance,
+    table_commands,
+)
 from ckd_lib.report.tables import ReportTables, build_tables, summary_frame
 
-REPORT_NOTEBOOK = "90_report"
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
-# nbconvert's lab template, without the <script> tags that fetch require.js, MathJax and mermaid
-# from a CDN: the report holds no JavaScript, so it opens offline without console errors.
-_TEMPLATE_NAME = "ckd_report.html.j2"
+# nbconvert's lab template without the blocks that load require.js, MathJax, mermaid and the
+# widget manager from a CDN: the pages hold no JavaScript, so they open offline without errors
+# (LaTeX in markdown cells then shows as its source).
+_TEMPLATE_NAME = "ckd_offline.html.j2"
 _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js -%}{%- endblock html_head_js -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 """
 
 
@@ -53,7 +60,7 @@ class Report:
         return self.study.profile
 
     def summary(self) -> pd.DataFrame:
-        return summary_frame(self.tables, {k: " | ".join(v["commands"])
+        return summary_frame(self.tables, {k: " or ".join(v["commands"])
                                            for k, v in self.commands.items()})
 
     def write_summary(self, path: str | Path | None = None) -> Path:
@@ -72,13 +79,10 @@ def prepare(profile: str = "demo", results_dir: str | Path = "results",
                   commands=table_commands(study, tables.all()), sources=SourceIndex())
 
 
-def build_html(executed_notebook: str | Path, out_html: str | Path, *,
-               base_href: str | None = None) -> Path:
-    """Convert an executed notebook to a self-contained HTML page with the input cells hidden.
-
-    `base_href` (e.g. "../") is set as the page's <base> so that links written relative to the
-    results folder also work from a copy one folder down. Written atomically.
-    """
+def build_html(executed_notebook: str | Path, out_html: str | Path, *, title: str | None = None,
+               show_input: bool = False) -> Path:
+    """Convert an executed notebook to a self-contained HTML page that loads nothing from the
+    network; input cells hidden unless `show_input`. Written atomically."""
     import nbformat
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
@@ -86,16 +90,61 @@ def build_html(executed_notebook: str | Path, out_html: str | Path, *,
     nb = nbformat.read(str(executed_notebook), as_version=4)
     exporter = HTMLExporter(template_name="lab",
                             extra_loaders=[DictLoader({_TEMPLATE_NAME: _TEMPLATE})],
-                            exclude_input=True, exclude_input_prompt=True,
+                            exclude_input=not show_input, exclude_input_prompt=not show_input,
                             exclude_output_prompt=True)
     exporter.template_file = _TEMPLATE_NAME
-    title = nb.metadata.get("title") or "CKD study report"
+    title = title or nb.metadata.get("title") or Path(executed_notebook).stem
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
-    if base_href:
-        body = body.replace("<head>", f'<head>\n<base href="{base_href}">', 1)
     out_html = Path(out_html)
     results.atomic_write_bytes(out_html, body.encode("utf-8"))
     return out_html
+
+
+def render_executed(executed_dir: Path) -> list[Path]:
+    """Every executed notebook of a profile (the report's own excepted) as ``<name>.html`` beside
+    it, inputs shown: the record of what ran, readable without Jupyter and offline."""
+    return [build_html(nb, nb.with_suffix(".html"), show_input=True,
+                       title=f"{nb.stem} (executed, profile {executed_dir.parent.name})")
+            for nb in sorted(executed_dir.glob("[!.]*.ipynb")) if nb.stem != REPORT_NOTEBOOK]
+
+
+def headline(study: Study) -> tuple[str, int, int]:
+    """What a profile's report is, in one line, with its classification and detection run counts
+    (for the index of reports)."""
+    from ckd_lib.report.detection import detection_frame, detection_headline
+    from ckd_lib.report.html import banner
+
+    coco = detection_frame(study.results_dir, study.profile)
+    lines = [banner(study)[0]] if not study.empty or coco.empty else []
+    if not coco.empty:
+        lines.append(detection_headline(coco)[0])
+    return " / ".join(lines), len(study.frame), len(coco)
+
+
+def _papermill_parameters(executed: Path) -> dict:
+    import nbformat
+
+    return dict(nbformat.read(str(executed), as_version=4).metadata.get("papermill", {})
+                .get("parameters", {}))
+
+
+def publish(profile: str, results_dir: str | Path, executed: str | Path | None = None,
+            paper_numbers_csv: str | Path | None = None) -> Path:
+    """The pages of a profile whose report notebook has run: results/<profile>/report.html,
+    summary.csv, executed/<name>.html, report.json, and the index results/report.html.
+    Returns the path of the profile's report."""
+    results_dir = Path(results_dir)
+    profile_dir = results_dir / profile
+    executed = Path(executed) if executed else profile_dir / "executed" / f"{REPORT_NOTEBOOK}.ipynb"
+    if paper_numbers_csv is None:  # what the notebook was given, so summary.csv says the same
+        paper_numbers_csv = _papermill_parameters(executed).get("paper_numbers_csv")
+    report = build_html(executed, profile_dir / "report.html", title=f"CKD study report: {profile}")
+    render_executed(executed.parent)
+    data = prepare(profile, results_dir, paper_numbers_csv)
+    data.write_summary()
+    write_meta(profile_dir, *headline(data.study))
+    write_index(results_dir)
+    return report
 
 
 def report_notebook_path() -> Path:
@@ -116,6 +165,10 @@ def execute_report_notebook(profile: str, results_dir: str | Path, paper_numbers
     executed_dir.mkdir(parents=True, exist_ok=True)
     out = executed_dir / f"{REPORT_NOTEBOOK}.ipynb"
     nb = jupytext.read(source)
+    from ckd_lib.study.runner import KERNELSPEC, language_info
+
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata["language_info"] = language_info()
     with tempfile.TemporaryDirectory(prefix="ckd_report_") as tmp:
         src_ipynb = Path(tmp) / f"{REPORT_NOTEBOOK}.ipynb"
         nbformat.write(nb, str(src_ipynb))
@@ -141,34 +194,22 @@ def execute_report_notebook(profile: str, results_dir: str | Path, paper_numbers
 def build_report(profile: str = "demo", results_dir: str | Path = "results", *,
                  paper_numbers_csv: str | Path | None = None, kernel_name: str = "python3",
                  timeout: int | None = 1800) -> Path:
-    """Execute the report notebook for `profile`, then write the HTML and summary.csv.
-
-    Writes results/<profile>/executed/90_report.ipynb, results/<profile>/report.html,
-    results/<profile>/summary.csv, results/report.html and results/summary.csv (the last two:
-    the last profile built). Returns the path of results/report.html.
-    """
+    """Execute the report notebook for `profile`, then :func:`publish` its pages. Returns the
+    path of results/<profile>/report.html."""
     results_dir = Path(results_dir)
     if not paper_numbers_csv:
         paper_numbers_csv = results_dir / "paper_numbers.csv"
-    started = time.time()
     executed = execute_report_notebook(profile, results_dir, paper_numbers_csv,
                                        kernel_name=kernel_name, timeout=timeout)
-    profile_dir = results_dir / profile
-    build_html(executed, profile_dir / "report.html", base_href="../")
-    out = build_html(executed, results_dir / "report.html")
-    summary = profile_dir / "summary.csv"
-    if not summary.is_file() or summary.stat().st_mtime < started - 1:
-        # the notebook writes it; an edited notebook may not have
-        prepare(profile, results_dir, paper_numbers_csv).write_summary(summary)
-    results.atomic_write_bytes(results_dir / "summary.csv", summary.read_bytes())
-    return out
+    return publish(profile, results_dir, executed, paper_numbers_csv)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ckd_lib.report",
-        description="Build results/report.html and results/summary.csv from the run records "
-                    "of one profile (executes notebooks/90_report.py).")
+        description="Build results/<profile>/report.html and summary.csv from the run records "
+                    "of one profile (executes notebooks/90_report.py), and the index of every "
+                    "profile's report, results/report.html.")
     parser.add_argument("--profile", default="demo", help="profile whose records to report")
     parser.add_argument("--results-dir", default="results", help="the study's results folder")
     parser.add_argument("--paper-numbers", default=None,

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ckd_lib.data.catalog import dataset_base, display_name
 from ckd_lib.models.registry import family
-from ckd_lib.report.literature import PaperNumbers, dataset_base, load_literature
+from ckd_lib.report.literature import PaperNumbers, load_literature
 from ckd_lib.results import load_records
 
 # Config fields that change what a run computes, apart from the seed: runs equal in all of these
@@ -40,20 +41,8 @@ from ckd_lib.results import load_records
 CONFIG_FIELDS = ("dataset", "teacher", "student", "method", "epochs", "lr", "schedule",
                  "batch_size", "weight_decay", "momentum", "train_subset", "test_subset",
                  "drop_last")
-METHOD_ORDER = ("CE", "KD", "DKD", "CKD", "KD+CKD", "CKD+ReviewKD")
-DATASET_NAMES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST",
-                 "synthetic": "synthetic data", "imagenet": "ImageNet-1K",
-                 "places365": "Places365", "coco": "MS-COCO"}
-
-
-def pretty_dataset(name: str) -> str:
-    base = dataset_base(name)
-    pretty = DATASET_NAMES.get(base, base)
-    return pretty if base == name or base != "synthetic" else f"{pretty} ({name.split(':', 1)[1]})"
-
-
-def method_rank(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+# How tables write a dataset: the data catalog's one vocabulary ("synthetic data (num_train=64)").
+pretty_dataset = display_name
 
 
 def is_same_architecture(teacher: str, student: str) -> bool:
@@ -123,6 +112,9 @@ def config_key(config: dict) -> str:
     return json.dumps(data, sort_keys=True, default=str)
 
 
+SETTINGS_SEPARATOR = "; "
+
+
 def describe_settings(config: dict) -> str:
     """A short human description of a configuration: schedule, batch, lr and changed loss terms."""
     schedule = config.get("schedule")
@@ -137,7 +129,7 @@ def describe_settings(config: dict) -> str:
     for name in ("train_subset", "test_subset"):
         if config.get(name):
             parts.append(f"{name}={config[name]}")
-    return "; ".join(parts)
+    return SETTINGS_SEPARATOR.join(parts)
 
 
 def relative_path(path: str | Path, base: str | Path) -> str:
@@ -164,14 +156,22 @@ class Study:
     executed_dir: Path
     notebooks_dir: Path | None = None
     by_id: dict[str, dict] = field(default_factory=dict)
+    # runs left out of every table, with why: diverged, or a record its files do not support
+    excluded: list[dict] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
         return self.frame.empty
 
+    @property
+    def report_dir(self) -> Path:
+        """results/<profile>: where report.html lives; the report's links are relative to it."""
+        return self.results_dir / self.profile
 
-def build_frame(records: list[dict], results_dir: str | Path) -> pd.DataFrame:
-    """One row per run with everything the report groups, averages and links by."""
+
+def build_frame(records: list[dict], link_base: str | Path) -> pd.DataFrame:
+    """One row per run with everything the report groups, averages and links by; links are
+    relative to `link_base` (the profile's folder, where its report.html lives)."""
     rows = []
     for r in records:
         cfg = r["config"]
@@ -208,7 +208,7 @@ def build_frame(records: list[dict], results_dir: str | Path) -> pd.DataFrame:
                                       if train_seconds and iterations else None),
             "group_size": len(r.get("group") or [r["run_id"]]),
             "images_per_second": r.get("images_per_second"),
-            "path": path, "link": relative_path(path, results_dir) if path else "",
+            "path": path, "link": relative_path(path, link_base) if path else "",
             "written": written,
         })
     frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=FRAME_COLUMNS)
@@ -229,6 +229,28 @@ FRAME_COLUMNS = (
     "path", "link", "written")
 
 
+def profile_of(name: str):
+    """The study profile `name` (notebooks/profiles/<name>.yaml), or None when there is no such
+    file or it does not load (a results folder may hold a profile this checkout lacks)."""
+    import yaml
+
+    from ckd_lib.study.params import ParameterError
+    from ckd_lib.study.profiles import load_profile
+
+    try:
+        return load_profile(name)
+    except (ParameterError, OSError, yaml.YAMLError):
+        return None
+
+
+def profile_notebooks(name: str) -> list[str]:
+    """The notebooks profile `name` runs ([] without a profile file). The report shows a section
+    whose data is missing only when the profile runs the notebook that makes it (then it says
+    that notebook has not run yet)."""
+    profile = profile_of(name)
+    return list(profile.notebooks) if profile is not None else []
+
+
 def _repo_notebooks_dir() -> Path | None:
     here = Path(__file__).resolve().parents[2] / "notebooks"
     return here if here.is_dir() else None
@@ -244,8 +266,11 @@ def load_study(profile: str = "demo", results_dir: str | Path = "results",
     """
     results_dir = Path(results_dir)
     runs_dir = results_dir / profile / "runs"
-    records = load_records(runs_dir) if runs_dir.is_dir() else []
-    frame = build_frame(records, results_dir)
+    every = load_records(runs_dir, status=None) if runs_dir.is_dir() else []
+    records = [r for r in every if r["status"] == "complete" and not r["_problems"]]
+    excluded = [excluded_entry(r, results_dir / profile) for r in every
+                if r["status"] == "diverged" or r["_problems"]]
+    frame = build_frame(records, results_dir / profile)
     if not paper_numbers_csv:  # None or "": the file beside the results
         paper_numbers_csv = results_dir / "paper_numbers.csv"
     mark_teacher_runs(frame)
@@ -255,7 +280,22 @@ def load_study(profile: str = "demo", results_dir: str | Path = "results",
                  artifacts_dir=results_dir / profile / "artifacts",
                  executed_dir=results_dir / profile / "executed",
                  notebooks_dir=_repo_notebooks_dir(),
-                 by_id={r["run_id"]: r for r in records})
+                 by_id={r["run_id"]: r for r in records}, excluded=excluded)
+
+
+def excluded_entry(record: dict, base: Path) -> dict:
+    """A run the tables leave out, and why (its record says diverged, or does not hold up)."""
+    if record["status"] == "diverged":
+        d = record.get("diverged") or {}
+        where = f"epoch {d['epoch']}" if "epoch" in d else f"iteration {d.get('iteration')}"
+        why = f"diverged at {where}: {d.get('what', 'non-finite values')} (lr {d.get('lr')})"
+    else:
+        why = "record not supported by its files: " + "; ".join(record["_problems"])
+    cfg = record["config"]
+    return {"run_id": record["run_id"], "method": cfg.get("method"),
+            "teacher": cfg.get("teacher"), "student": cfg.get("student"),
+            "label": cfg.get("label", ""), "why": why,
+            "link": relative_path(record["_path"], base)}
 
 
 def mark_teacher_runs(frame: pd.DataFrame) -> None:

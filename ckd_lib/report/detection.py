@@ -22,14 +22,13 @@ from ckd_lib.detection.evaluate import METRIC_NAMES
 from ckd_lib.detection.models import COCO_CATEGORY_IDS, MAX_SIZE, TEST_MIN_SIZE, TRAIN_MIN_SIZES
 from ckd_lib.report.collect import relative_path
 from ckd_lib.report.html import CSS
+from ckd_lib.report.palette import pair_label, sort_methods
 from ckd_lib.results import load_records
 from ckd_lib.study.paths import resolve
 
 __all__ = ["DetectionTable", "departures", "detection_banner_html", "detection_frame",
-           "detection_html", "detection_table"]
+           "detection_headline", "detection_html", "detection_table"]
 
-METHOD_ORDER = ("baseline", "KD", "DKD", "CKD", "ReviewKD", "ReviewKD+KD", "ReviewKD+DKD",
-                "ReviewKD+CKD")
 SHORT = {"resnet18": "R18", "resnet34": "R34", "resnet50": "R50", "resnet101": "R101",
          "mobilenet_v2": "MobileNetV2"}
 
@@ -50,7 +49,7 @@ def detection_frame(results_dir: str | Path, profile: str) -> pd.DataFrame:
                "student": config["student"], "method": config["method"],
                "iterations": config["iterations"], "seed": config["seed"],
                "images_per_batch": config["images_per_batch"],
-               "link": relative_path(record["_path"], results_dir),
+               "link": relative_path(record["_path"], folder.parent),
                "teacher_checkpoint": teacher.get("checkpoint"),
                "teacher_AP": (metrics.get("bbox") or {}).get("AP"),
                "commit": record["provenance"].get("commit"),
@@ -98,18 +97,21 @@ def departures(record: dict) -> list[str]:
     return out
 
 
+def detection_headline(frame: pd.DataFrame) -> tuple[str, bool]:
+    """What the COCO runs are, in one line, and whether they are in the paper's setting."""
+    found = sorted({d for ds in frame["departures"] for d in ds})
+    if found:
+        return ("MS-COCO runs NOT in the paper's setting (" + "; ".join(found) + ") — their APs "
+                "are not the paper's COCO results"), False
+    return "MS-COCO runs with the published recipes", True
+
+
 def detection_banner_html(frame: pd.DataFrame) -> str:
     """One line above the report when it holds COCO runs: the paper's setting or not."""
     if frame.empty:
         return ""
-    found = sorted({d for ds in frame["departures"] for d in ds})
-    if found:
-        text = ("MS-COCO runs NOT in the paper's setting (" + "; ".join(found) + ") — their APs "
-                "are not the paper's COCO results")
-        cls = "ckd-banner"
-    else:
-        text = "MS-COCO runs with the published recipes"
-        cls = "ckd-banner ckd-full"
+    text, full = detection_headline(frame)
+    cls = "ckd-banner ckd-full" if full else "ckd-banner"
     return (CSS + f'<div class="ckd-report"><div class="{cls}" role="alert">'
             f'<div class="ckd-headline">{escape(text)}</div></div></div>')
 
@@ -170,7 +172,7 @@ def detection_table(frame: pd.DataFrame) -> DetectionTable:
             row.cells[method] = DetectionCell(runs)
         row.teacher_ap = sorted({v for v in mine["teacher_AP"] if v is not None and not _nan(v)})
         rows.append(row)
-    methods = [m for m in METHOD_ORDER if any(m in r.cells for r in rows)]
+    methods = sort_methods(m for r in rows for m in r.cells)
     return DetectionTable(rows, methods)
 
 
@@ -208,8 +210,7 @@ def detection_html(table: DetectionTable, level: int = 2, profile: str | None = 
     body = []
     for row in table.rows:
         masks = row.kind == "mask_rcnn"
-        pair = (f"{SHORT.get(row.teacher, row.teacher)} → " if row.teacher else "") + \
-            SHORT.get(row.student, row.student)
+        pair = pair_label(SHORT.get(row.teacher, row.teacher), SHORT.get(row.student, row.student))
         teacher = ", ".join(_num(v) for v in row.teacher_ap) or "–"
         tds = [f"<td>{'Mask' if masks else 'Faster'} R-CNN FPN</td>",
                f'<td class="ckd-pair">{escape(pair)}</td>', f"<td>{escape(teacher)}</td>"]

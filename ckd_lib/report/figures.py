@@ -1,7 +1,10 @@
-"""The report's figures, drawn from run records (and from the artifacts other notebooks wrote).
+"""The report's figures, drawn from run records and from the data of the notebooks' artifacts.
 
-Each function returns a matplotlib Figure, or None when the records hold nothing to draw; the
-notebook displays the figure, so it ends up as a PNG inside the HTML report.
+Each function returns a matplotlib Figure, or None when there is nothing to draw; the notebook
+displays it, so it ends up as a PNG inside the HTML report. Every figure takes its method colours,
+method order and pair names from ``ckd_lib.report.palette``, so a method has one colour and a
+pair one name across the report. Legends sit outside the axes (they never cover data), epoch
+axes have integer ticks, and log axes are labelled with plain numbers.
 """
 
 from __future__ import annotations
@@ -11,39 +14,61 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
-from ckd_lib.report.collect import Study, method_rank, pretty_dataset
-from ckd_lib.report.tables import PairRow, ReportTables
+from ckd_lib.report.collect import Study, pretty_dataset
+from ckd_lib.report.palette import method_color, method_rank, pair_label, sort_methods
+from ckd_lib.report.tables import PairRow, ReportTables, equal_budget_deltas
 
-try:  # seaborn only styles the figures; they draw without it
-    import seaborn as sns
-
-    _PALETTE = sns.color_palette("colorblind", 10)
-except ImportError:  # pragma: no cover
-    sns = None
-    _PALETTE = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-
-METHOD_COLORS = {"CE": _PALETTE[7], "KD": _PALETTE[0], "DKD": _PALETTE[2], "CKD": _PALETTE[3],
-                 "KD+CKD": _PALETTE[4], "CKD+ReviewKD": _PALETTE[5], "teacher": _PALETTE[8]}
-
-
-def _name(value) -> str:
-    """A model name, or "none" for a missing one (None or NaN in a frame)."""
-    return value if isinstance(value, str) and value else "none"
-
-
-def color(method: str):
-    return METHOD_COLORS.get(method, _PALETTE[hash(method) % len(_PALETTE)])
+# hatches of the bars at equal budget, one per budget (solid: each method at its own budget)
+HATCHES = ("///", "xxx", "...", "\\\\\\", "++")
 
 
 def _style():
-    if sns is not None:
-        sns.set_theme(style="whitegrid", context="notebook")
+    try:  # seaborn only styles the figures; they draw without it
+        import seaborn as sns
+    except ImportError:  # pragma: no cover
+        return
+    sns.set_theme(style="whitegrid", context="notebook")
 
 
-def gain_over_kd(tables: ReportTables, metric: str = "best"):
-    """Bars: each method's mean top-1 minus KD's, per pair; error bars combine the two methods'
-    standard deviations over seeds (sqrt(sd_m² + sd_KD²)), drawn where both have 2+ seeds."""
+def _plain(value, _pos=None) -> str:
+    """A log-axis tick as a plain number: 0.05, 2, 1,024 (not 5×10⁻²)."""
+    if value <= 0:
+        return ""
+    if value >= 1:
+        return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
+    return f"{value:.{max(0, -math.floor(math.log10(value)))}f}"
+
+
+def _log_axis(axis, ticks=None) -> None:
+    """Readable ticks on a log axis: the given values (e.g. the batch sizes measured), or the
+    1-2-5 steps inside the data, printed as plain numbers."""
+    if ticks is not None:
+        axis.set_major_locator(FixedLocator(list(ticks)))
+    else:
+        from matplotlib.ticker import LogLocator
+
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(_plain))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _epoch_axis(ax) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
+def _method_handles(methods) -> list[Patch]:
+    return [Patch(facecolor=method_color(m), label=m) for m in sort_methods(methods)]
+
+
+# -- gain over KD ----------------------------------------------------------------------------------
+def gain_bars(tables: ReportTables, metric: str = "best") -> pd.DataFrame:
+    """Each method's mean top-1 minus KD's, per pair of the main tables: as the table compares
+    them (each method at its own budget), and at each equal budget the matched-budget runs hold.
+    err: sqrt(sd_m² + sd_KD²), where both have 2+ seeds."""
     bars = []
     for table in tables.main:
         for row in table.rows:
@@ -55,40 +80,109 @@ def gain_over_kd(tables: ReportTables, metric: str = "best"):
                     continue
                 ours, ref = getattr(cell, metric), getattr(kd, metric)
                 err = math.hypot(ours.std, ref.std) if ours.n > 1 and ref.n > 1 else math.nan
-                bars.append({"pair": f"{row.teacher}→{row.student}",
-                             "dataset": pretty_dataset(row.dataset), "method": method,
-                             "gain": ours.mean - ref.mean, "err": err,
-                             "n": f"{ours.n}/{ref.n}"})
-    if not bars:
+                common = {"pair": row.pair, "dataset": row.dataset, "method": method}
+                bars.append({**common, "gain": ours.mean - ref.mean, "err": err,
+                             "n": f"{ours.n}/{ref.n}", "budget": cell.budget,
+                             "kd_budget": kd.budget, "matched": False})
+                for budget, d in equal_budget_deltas(row, method, "KD"):
+                    bars.append({**common, "gain": d[metric], "err": d.get(f"{metric}_err",
+                                                                         math.nan),
+                                 "n": "", "budget": budget, "kd_budget": budget,
+                                 "matched": True})
+    return pd.DataFrame(bars)
+
+
+def _budgets_text(data: pd.DataFrame) -> str:
+    """"CKD at 4 ep cosine, DKD at 2 ep step; KD at 2 ep step": the budgets of the bars as the
+    main tables compare them, from the records' configurations ("all at 2 ep cosine" when
+    they are one)."""
+    own = data[~data["matched"]]
+    budgets = set(own["budget"]) | set(own["kd_budget"])
+    if len(budgets) == 1:
+        return f"all at {budgets.pop()}"
+    parts = []
+    for method in sort_methods(own["method"]):
+        budgets = sorted(set(own[own["method"] == method]["budget"]))
+        parts.append(f"{method} at {' or '.join(budgets)}")
+    kd = sorted(set(own["kd_budget"]))
+    return ", ".join(parts) + f"; KD at {' or '.join(kd)}"
+
+
+def gain_over_kd(tables: ReportTables, metric: str = "best"):
+    """Bars of each method's gain over KD per pair. Solid: as the main table compares them, each
+    at its own budget (the title says which); hatched: both at the same budget, from the
+    matched-budget runs. Error bars need 2+ seeds on both sides."""
+    data = gain_bars(tables, metric)
+    if data.empty:
         return None
     _style()
-    data = pd.DataFrame(bars)
     pairs = list(dict.fromkeys(data["pair"]))
-    methods = sorted(set(data["method"]), key=method_rank)
-    width = 0.8 / len(methods)
-    # room for each pair's label (the pair, then one "method n/n_KD" line per method)
-    fig, ax = plt.subplots(figsize=(max(6.0, 2.4 * len(pairs), 0.6 * len(pairs) * len(methods)),
-                                    4.6))
+    # within a pair: methods in their order, each first as in the table, then its matched bars
+    data["slot"] = [(method_rank(m), b if mt else "") for m, b, mt in
+                    zip(data["method"], data["budget"], data["matched"], strict=True)]
+    data = data.sort_values("slot", kind="stable")
+    matched_budgets = sorted(set(data[data["matched"]]["budget"]))
+    hatch = {b: HATCHES[i % len(HATCHES)] for i, b in enumerate(matched_budgets)}
+    most = int(data.groupby("pair").size().max())
+    width = 0.8 / most
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.9 * len(pairs) * most + 2.5), 5.2),
+                           layout="constrained")
     x = np.arange(len(pairs))
-    for i, method in enumerate(methods):
-        sub = data[data["method"] == method].set_index("pair").reindex(pairs)
-        offsets = x - 0.4 + width * (i + 0.5)
-        errs = sub["err"].to_numpy(dtype=float)
-        ax.bar(offsets, sub["gain"].to_numpy(dtype=float), width, label=method,
-               color=color(method), yerr=np.where(np.isnan(errs), 0, errs), capsize=3)
+    for centre, pair in zip(x, pairs, strict=True):
+        bars = data[data["pair"] == pair]
+        offsets = centre + (np.arange(len(bars)) - (len(bars) - 1) / 2) * width
+        for offset, bar in zip(offsets, bars.itertuples(), strict=True):
+            ax.bar(offset, bar.gain, width, color=method_color(bar.method),
+                   alpha=0.55 if bar.matched else 1, hatch=hatch.get(bar.budget) if bar.matched
+                   else None, edgecolor="0.2" if bar.matched else method_color(bar.method))
+            if not math.isnan(bar.err):  # 2+ seeds on each side
+                ax.errorbar(offset, bar.gain, yerr=bar.err, fmt="none", ecolor="black",
+                            elinewidth=1, capsize=3)
+            ax.annotate(f"{bar.gain:+.2f}", (offset, bar.gain),
+                        xytext=(0, 3 if bar.gain >= 0 else -10), textcoords="offset points",
+                        ha="center", fontsize=7)
     ax.axhline(0, color="black", lw=0.8)
+    ax.margins(y=0.15)
     seeds = {}
-    for r in bars:
-        seeds.setdefault(r["pair"], []).append(f"{r['method']} {r['n']}")
-    ticks = [f"{p}\nseeds (method/KD):\n" + "\n".join(seeds[p]) for p in pairs]
-    ax.set_xticks(x, ticks, rotation=20 if len(pairs) > 3 else 0,
-                  ha="right" if len(pairs) > 3 else "center", fontsize=8)
+    for r in data[~data["matched"]].itertuples():
+        seeds.setdefault(r.pair, []).append(f"{r.method} {r.n}")
+    ticks = [f"{p}\nseeds (method/KD): " + ", ".join(seeds.get(p, [])) for p in pairs]
+    ax.set_xticks(x, ticks, fontsize=8)
     ax.set_ylabel(f"{metric}-epoch top-1 − KD (points)")
-    ax.set_title(f"Gain over KD per pair ({metric}-epoch top-1, mean over seeds; "
-                 "error bars need 2+ seeds)", fontsize=10)
-    ax.legend(title="method", fontsize=8)
-    fig.tight_layout()
+    datasets = sorted({pretty_dataset(d) for d in data["dataset"]})
+    ax.set_title(f"Gain over KD per pair, {', '.join(datasets)} ({metric}-epoch top-1, mean over "
+                 f"seeds)\nas in the main table: {_budgets_text(data)}"
+                 + ("\nhatched: method and KD at one budget (matched-budget runs)"
+                    if matched_budgets else ""), fontsize=9.5)
+    handles = _method_handles(data["method"])
+    handles += [Patch(facecolor="white", edgecolor="0.2", hatch=hatch[b],
+                      label=f"method and KD both at {b} (matched budget)")
+                for b in matched_budgets]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4),
+               fontsize=8)
     return fig
+
+
+# -- curves from the records ---------------------------------------------------------------------
+def _history_frame(study: Study, run_ids: list[str], value) -> pd.DataFrame:
+    """One column per run, indexed by epoch: `value(history entry)`."""
+    curves = [pd.Series({h["epoch"]: value(h) for h in study.by_id[rid].get("history", [])})
+              for rid in run_ids]
+    return pd.concat(curves, axis=1)
+
+
+def _panels(n: int, width: float = 4.6, height: float = 3.4):
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 0.8),
+                             squeeze=False, layout="constrained")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat)[:n]
+
+
+def _pair_title(row: PairRow, several_datasets: bool) -> str:
+    return row.pair + (f"\n{pretty_dataset(row.dataset)}" if several_datasets else "")
 
 
 def accuracy_curves(study: Study, tables: ReportTables, max_pairs: int = 12):
@@ -99,40 +193,71 @@ def accuracy_curves(study: Study, tables: ReportTables, max_pairs: int = 12):
         return None
     _style()
     datasets = {row.dataset for row in rows}
-    cols = min(3, len(rows))
-    nrows = math.ceil(len(rows) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.4 * nrows), squeeze=False)
-    for ax, row in zip(axes.flat, rows, strict=False):
+    fig, axes = _panels(len(rows))
+    methods = set()
+    for ax, row in zip(axes, rows, strict=True):
         for method, cell in row.cells.items():
             if method == "teacher" or cell.runs.empty:
                 continue
-            curves = []
-            for run_id in cell.run_ids:
-                history = study.by_id[run_id].get("history", [])
-                curves.append(pd.Series({h["epoch"]: h["test_top1"] for h in history}))
-            table = pd.concat(curves, axis=1)
+            methods.add(method)
+            table = _history_frame(study, cell.run_ids, lambda h: h["test_top1"])
             mean = table.mean(axis=1)
-            ax.plot(mean.index, mean.values, label=f"{method} (n={cell.best.n})",
-                    color=color(method), marker="o" if len(mean) < 15 else None, ms=3)
+            ax.plot(mean.index, mean.values, color=method_color(method),
+                    marker="o" if len(mean) < 15 else None, ms=3)
             if table.shape[1] > 1:
                 std = table.std(axis=1, ddof=1)
-                ax.fill_between(mean.index, mean - std, mean + std, color=color(method),
+                ax.fill_between(mean.index, mean - std, mean + std, color=method_color(method),
                                 alpha=0.15)
         teacher = row.cells.get("teacher")
         if teacher is not None and teacher.evaluated is not None and teacher.evaluated.n:
-            ax.axhline(teacher.evaluated.mean, color="0.4", ls="--", lw=1, label="teacher")
-        title = f"{row.teacher}→{row.student}"
-        if len(datasets) > 1:
-            title += f"\n{pretty_dataset(row.dataset)}"
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch")
+            ax.axhline(teacher.evaluated.mean, color=method_color("teacher"), ls="--", lw=1)
+        ax.set_title(_pair_title(row, len(datasets) > 1), fontsize=10)
+        _epoch_axis(ax)
         ax.set_ylabel("test top-1 (%)")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(rows):]:
-        ax.axis("off")
     where = f", {pretty_dataset(next(iter(datasets)))}" if len(datasets) == 1 else ""
-    fig.suptitle(f"Accuracy curves (test top-1 per epoch, mean over seeds{where})")
-    fig.tight_layout()
+    handles = _method_handles(methods) + [plt.Line2D([], [], color=method_color("teacher"),
+                                                     ls="--", label="teacher (measured)")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8)
+    fig.suptitle(f"Test top-1 per epoch (mean over seeds, band ± 1 std with 2+ seeds{where})")
+    return fig
+
+
+def _total_loss(entry: dict) -> float:
+    return sum(v for k, v in entry.items() if k.startswith("loss_"))
+
+
+def loss_curves(study: Study, tables: ReportTables, max_pairs: int = 12):
+    """Training loss per epoch, each method's divided by its own first-epoch value, one panel
+    per pair. The methods' losses are on different scales (CKD's contrastive term starts near
+    40, the others between 1 and 8), so raw values on one axis would flatten all but CKD; each
+    panel's title gives the raw first-epoch values."""
+    rows: list[PairRow] = [row for t in tables.main for row in t.rows][:max_pairs]
+    if not rows:
+        return None
+    _style()
+    datasets = {row.dataset for row in rows}
+    fig, axes = _panels(len(rows))
+    methods = set()
+    for ax, row in zip(axes, rows, strict=True):
+        firsts = []
+        for method, cell in row.cells.items():
+            if method == "teacher" or cell.runs.empty:
+                continue
+            methods.add(method)
+            mean = _history_frame(study, cell.run_ids, _total_loss).mean(axis=1)
+            first = float(mean.iloc[0])
+            firsts.append(f"{method} {first:.3g}")
+            ax.plot(mean.index, mean.values / first, color=method_color(method),
+                    marker="o" if len(mean) < 15 else None, ms=3)
+        ax.axhline(1, color="0.6", lw=0.8)
+        ax.set_title(_pair_title(row, len(datasets) > 1) + "\nepoch-1 loss: " +
+                     ", ".join(firsts), fontsize=8.5)
+        _epoch_axis(ax)
+        ax.set_ylabel("loss ÷ its epoch-1 value")
+    fig.legend(handles=_method_handles(methods), loc="outside lower center", ncol=len(methods),
+               fontsize=8)
+    fig.suptitle("Training loss per epoch (sum of the method's terms, mean over seeds), each "
+                 "method divided by its own epoch-1 value", fontsize=10)
     return fig
 
 
@@ -149,24 +274,134 @@ def accuracy_vs_time(study: Study):
     if data.empty:
         return None
     _style()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(8.5, 4.4), layout="constrained")
     markers = "osD^vP*Xh<>p"
-    names = [f"{_name(t)}→{s}" for t, s in zip(data["teacher"], data["student"], strict=True)]
+    names = [pair_label(t, s) for t, s in zip(data["teacher"], data["student"], strict=True)]
     pairs = list(dict.fromkeys(names))
     for row, pair in zip(data.itertuples(), names, strict=True):
         marker = markers[pairs.index(pair) % len(markers)]
         shared = row.group_size > 1
         ax.scatter(1000 * row.seconds_per_iteration, row.best_top1, marker=marker, s=36,
-                   facecolors="none" if shared else color(row.method),
-                   edgecolors=color(row.method), linewidths=1.2)
-    for method in sorted(set(data["method"]), key=method_rank):
-        ax.scatter([], [], color=color(method), label=method)
-    for i, pair in enumerate(pairs[:len(markers)]):
-        ax.scatter([], [], marker=markers[i], facecolors="none", edgecolors="0.3",
-                   label=pair.replace("none→", "alone: "))
+                   facecolors="none" if shared else method_color(row.method),
+                   edgecolors=method_color(row.method), linewidths=1.2)
+    handles = [plt.Line2D([], [], ls="", marker="o", color=method_color(m), label=m)
+               for m in sort_methods(data["method"])]
+    handles += [plt.Line2D([], [], ls="", marker=markers[i], markerfacecolor="none",
+                           markeredgecolor="0.3", label=pair)
+                for i, pair in enumerate(pairs[:len(markers)])]
     ax.set_xlabel("training time per iteration (ms; hollow: shared by the group trained together)")
     ax.set_ylabel("best-epoch test top-1 (%)")
     ax.set_title("Accuracy against time per iteration (one point per run)")
-    ax.legend(fontsize=7, ncol=2, loc="best")
-    fig.tight_layout()
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    return fig
+
+
+# -- figures from the artifacts' data ------------------------------------------------------------
+def efficiency_figure(data: dict):
+    """Time per iteration and memory per method, and the loss alone against the batch size (log
+    axes, ticks at the batch sizes measured), from notebook 50's efficiency.json."""
+    rows = sorted(data.get("rows") or [], key=lambda r: method_rank(r["method"]))
+    if not rows:
+        return None
+    _style()
+    loss_rows = data.get("loss_rows") or []
+    fig, axes = plt.subplots(1, 3 if loss_rows else 2, figsize=(13 if loss_rows else 9, 3.9),
+                             layout="constrained")
+    methods = [r["method"] for r in rows]
+    colors = [method_color(m) for m in methods]
+    axes[0].bar(methods, [r["ms_per_iter"] for r in rows], color=colors)
+    axes[0].set(ylabel="ms per iteration (median)", title="time per training iteration")
+    peak = all(r.get("peak_memory_mb") is not None for r in rows)
+    memory = [r["peak_memory_mb"] if peak else r["saved_activations_mb"] for r in rows]
+    axes[1].bar(methods, memory, color=colors)
+    axes[1].set(ylabel="peak memory (MiB)" if peak else "activations saved for backward (MiB)",
+                title="memory")
+    if loss_rows:
+        ax = axes[2]
+        batches = sorted({int(r["batch_size"]) for r in loss_rows})
+        for name in sort_methods(r["loss"] for r in loss_rows):
+            pts = sorted((int(r["batch_size"]), r["ms"]) for r in loss_rows if r["loss"] == name)
+            ax.plot(*zip(*pts, strict=True), marker="o", color=method_color(name),
+                    label=f"{name} loss")
+        ax.set(xscale="log", yscale="log", xlabel="batch size",
+               ylabel="ms (forward + backward, median)", title="the loss alone")
+        _log_axis(ax.xaxis, batches)
+        _log_axis(ax.yaxis)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    device = {str(r.get("device")) for r in rows}
+    fig.suptitle(f"Training cost per method ({', '.join(sorted(device))}, batch "
+                 f"{rows[0].get('batch_size')}, random inputs)", fontsize=10)
+    return fig
+
+
+def class_names(dataset: str | None, labels) -> list[str]:
+    """Names of the classes in `labels` where the library knows them (Fashion-MNIST), else the
+    class indices."""
+    classes = sorted({int(v) for v in labels})
+    known = None
+    if dataset and str(dataset).split(":", 1)[0] == "fashion_mnist":
+        from ckd_lib.data.fashion_mnist import CLASSES as known
+    if known is not None and max(classes) < len(known):
+        return [f"{c}: {known[c]}" for c in classes]
+    return [f"class {c}" for c in classes]
+
+
+def tsne_figure(data: dict):
+    """One t-SNE scatter per student, points coloured by class, with the class legend below
+    (up to 20 classes; beyond that the colours are not distinguishable and the caption says so).
+    """
+    points = data.get("points") or {}
+    labels = np.asarray(data.get("labels") or [])
+    if not points or not len(labels):
+        return None
+    _style()
+    names = sort_methods(points)
+    classes = sorted({int(v) for v in labels})
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20
+                        else "nipy_spectral")
+    colour = {c: cmap(i / max(1, len(classes) - 1)) if len(classes) > 20 else cmap(i)
+              for i, c in enumerate(classes)}
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 4.3), squeeze=False,
+                             layout="constrained")
+    for ax, name in zip(axes.flat, names, strict=True):
+        xy = np.asarray(points[name])
+        ax.scatter(xy[:, 0], xy[:, 1], c=[colour[int(v)] for v in labels], s=4, alpha=0.8)
+        ax.set_title(name, color=method_color(name), fontweight="bold")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if len(classes) <= 20:
+        handles = [plt.Line2D([], [], ls="", marker="o", color=colour[c], label=text)
+                   for c, text in zip(classes, class_names(data.get("dataset"), labels),
+                                      strict=True)]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5),
+                   fontsize=8, title="class")
+    return fig
+
+
+def correlation_figure(data: dict):
+    """|class-mean logits of the student − the teacher's| per student, on one colour scale."""
+    students = data.get("students") or {}
+    if not students:
+        return None
+    _style()
+    names = sort_methods(students)
+    vmax = data.get("max_diff") or max(float(np.max(students[n]["matrix"])) for n in names)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names) + 1, 3.6), squeeze=False,
+                             layout="constrained")
+    image = None
+    for ax, name in zip(axes.flat, names, strict=True):
+        entry = students[name]
+        matrix = np.asarray(entry["matrix"], dtype=float)
+        image = ax.imshow(matrix, vmin=0, vmax=vmax, cmap="PuBuGn")
+        ax.set_title(f"{name}\nmean {entry['mean']:.3f}, max {entry['max']:.3f}", fontsize=9,
+                     color=method_color(name))
+        ax.grid(False)
+        if len(matrix) <= 20:
+            ax.set_xticks(range(len(matrix)))
+            ax.set_yticks(range(len(matrix)))
+            ax.tick_params(labelsize=6)
+        else:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.colorbar(image, ax=list(axes.flat), shrink=0.85, label="|student − teacher|")
     return fig

@@ -2,66 +2,55 @@
 
 The notebook displays these fragments; nbconvert then turns the executed notebook into the
 report. Every number printed here comes from a table cell, and every cell links to the records
-of its runs (paths relative to the results folder, where ``results/report.html`` lives).
+of its runs (paths relative to ``results/<profile>/``, where the report lives). Pairs are named
+and methods ordered by ``ckd_lib.report.palette``; the stylesheet is ``ckd_lib.report.style``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from html import escape
-from pathlib import Path
 
-from ckd_lib.report.collect import Study, pretty_dataset
-from ckd_lib.report.literature import (
-    PublishedNumber,
-    SourceIndex,
-    literature_for_pair,
-)
+from ckd_lib.report.collect import SETTINGS_SEPARATOR, Study, pretty_dataset
+from ckd_lib.report.literature import PublishedNumber, SourceIndex, literature_for_pair
+from ckd_lib.report.palette import method_color, pair_label
 from ckd_lib.report.provenance import Provenance
-from ckd_lib.report.tables import Cell, PairRow, Table
+from ckd_lib.report.style import CSS
+from ckd_lib.report.tables import Cell, PairRow, Table, equal_budget_deltas
 
-CSS = """
-<style>
-/* "table.ckd.ckd" outranks the notebook theme's own table rules (which right-align cells). */
-.ckd-report, table.ckd.ckd { font-family: system-ui, -apple-system, "Segoe UI", Roboto,
-  Helvetica, Arial, sans-serif; }
-.ckd-banner { border: 5px solid #b3001b; background: #fff1f1; color: #7a0012;
-  padding: 16px 20px; margin: 8px 0 18px 0; border-radius: 6px; }
-.ckd-banner.ckd-full { border-color: #0b6e3b; background: #effaf3; color: #064023; }
-.ckd-banner .ckd-headline { font-size: 1.55em; font-weight: 800; line-height: 1.25; }
-.ckd-banner .ckd-detail { font-size: 1.0em; margin-top: 8px; }
-table.ckd.ckd { border-collapse: collapse; margin: 6px 0 4px 0; font-size: 12px; }
-table.ckd.ckd th, table.ckd.ckd td { border: 1px solid #c8c8c8; padding: 4px 6px;
-  text-align: left; vertical-align: top; line-height: 1.3; max-width: 340px; }
-table.ckd.ckd th { background: #f2f4f7; }
-table.ckd.ckd td.ckd-pair { font-weight: 600; white-space: nowrap; }
-table.ckd.ckd .ckd-v { font-weight: 700; font-size: 13px; white-space: nowrap; }
-table.ckd.ckd .ckd-s { color: #555; font-size: 11px; white-space: nowrap; }
-table.ckd.ckd .ckd-r { color: #555; font-size: 11px; white-space: normal; }
-table.ckd.ckd .ckd-i { color: #555; font-size: 11px; font-style: italic; white-space: normal; }
-table.ckd.ckd .ckd-lit { color: #1d3a6b; font-size: 11px; }
-table.ckd.ckd .ckd-paper { color: #5b2c83; font-size: 11px; }
-.ckd-ns { color: #9a5b00; font-style: italic; }
-table.ckd.ckd a.ckd-run { font-family: ui-monospace, Menlo, Consolas, monospace;
-  font-size: 10px; white-space: nowrap; }
-.ckd-pos { color: #0a6b2d; font-weight: 600; }
-.ckd-neg { color: #a3001a; font-weight: 600; }
-.ckd-empty { color: #999; }
-.ckd-warn { color: #a3001a; font-weight: 700; }
-.ckd-note { color: #444; font-size: 12px; margin: 2px 0 10px 0; }
-.ckd-cmd { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 11px;
-  background: #f6f6f6; padding: 1px 4px; }
-ol.ckd-sources { font-size: 11px; color: #333; margin-top: 2px; }
-h2.ckd-h, h3.ckd-h { margin-top: 22px; }
-</style>
-"""
+__all__ = ["CSS", "ablations_html", "banner", "banner_html", "cell_html", "delta_html",
+           "literature_html", "overview_html", "pair_table_html", "provenance_html",
+           "run_index_html", "section_html", "table_html", "teachers_html"]
 
 
 def _num(value: float, digits: int = 2, sign: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def num_html(text: str) -> str:
+    """A number (or "mean ± std") that never breaks across lines."""
+    return f'<span class="ckd-n">{escape(text)}</span>'
+
+
+def pair_html(teacher: str | None, student: str) -> str:
+    """A pair's name (``palette.pair_label``) with each model name kept on one line."""
+    return pair_label(teacher, student, name=num_html)
+
+
+def table_html(head: str, body: str, cls: str = "ckd") -> str:
+    """A table in a box that scrolls sideways when the table is wider than the page."""
+    return (f'<div class="ckd-scroll"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
+def method_name_html(method: str) -> str:
+    """A method's name with its colour swatch, the colour it has in every figure."""
+    first, _, rest = {"CE": "student alone (CE)"}.get(method, method).partition(" ")
+    return (f'<span class="ckd-n"><span class="ckd-swatch" '
+            f'style="background:{method_color(method)}"></span>{escape(first)}</span>'
+            + (f" {escape(rest)}" if rest else ""))
 
 
 def _delta_span(value: float | None, err: float | None = None) -> str:
@@ -71,7 +60,7 @@ def _delta_span(value: float | None, err: float | None = None) -> str:
     text = _num(value, sign=True)
     if err is not None and not math.isnan(err):
         text += f" ± {err:.2f}"
-    return f'<span class="{cls}">{escape(text)}</span>'
+    return f'<span class="ckd-n {cls}">{escape(text)}</span>'
 
 
 def _links(rids, links) -> str:
@@ -100,7 +89,7 @@ def _short_basis(basis: str) -> str:
 def _published(cell: Cell, sources: SourceIndex, paper: bool = True) -> str:
     parts = []
     if cell.literature:
-        items = [f"{p.top1:.2f} <i>({_short_basis(p.basis)})</i>"
+        items = [f"{num_html(f'{p.top1:.2f}')} <i>({_short_basis(p.basis)})</i>"
                  f"<sup>[{sources.ref(p.source)}]</sup>" for p in cell.literature]
         parts.append('<div class="ckd-lit">lit.: ' + ", ".join(items) + "</div>")
     if paper:
@@ -113,13 +102,17 @@ def _published(cell: Cell, sources: SourceIndex, paper: bool = True) -> str:
     return "".join(parts)
 
 
-def _stats_lines(cell: Cell) -> str:
+def _stats_lines(cell: Cell, budget: bool = True) -> str:
+    """Best-epoch mean ± std (bold), last-epoch and top-5, n, the best epochs and (unless the
+    table says it elsewhere) the budget the runs trained."""
     best, last = cell.best, cell.last
-    epochs = "/".join(str(e) for e in cell.best_epochs)
-    return (f'<div class="ckd-v">{escape(best.text())}</div>'
-            f'<div class="ckd-s">last {escape(last.text())} · n={best.n}</div>'
-            f'<div class="ckd-s">top-5 last {escape(cell.top5.text())}</div>'
-            f'<div class="ckd-s">best ep {escape(epochs)} · {escape(cell.budget)}</div>')
+    epochs = f"best at ep {escape('/'.join(str(e) for e in cell.best_epochs))}"
+    trained = (f'<div class="ckd-s">{epochs} · trained {num_html(cell.budget)}</div>' if budget
+               else "")
+    return (f'<div class="ckd-v">{num_html(best.text())}</div>'
+            f'<div class="ckd-s">{num_html("last " + last.text())} · n={best.n}'
+            f'{"" if budget else " · " + epochs}</div>'
+            f'<div class="ckd-s">top-5 {num_html("last " + cell.top5.text())}</div>{trained}')
 
 
 def cell_html(cell: Cell | None, sources: SourceIndex) -> str:
@@ -134,11 +127,11 @@ def cell_html(cell: Cell | None, sources: SourceIndex) -> str:
 def teacher_cell_html(cell: Cell, sources: SourceIndex) -> str:
     parts = []
     if cell.evaluated is not None and cell.evaluated.n:
-        parts.append(f'<div class="ckd-v">{escape(cell.evaluated.text())}</div>'
+        parts.append(f'<div class="ckd-v">{num_html(cell.evaluated.text())}</div>'
                      f'<div class="ckd-s">evaluated checkpoint(s): {cell.evaluated.n}</div>')
     if cell.best.n:
-        parts.append(f'<div class="ckd-s">own run: best {escape(cell.best.text())}, '
-                     f'last {escape(cell.last.text())}</div>')
+        parts.append(f'<div class="ckd-s">own run: best {num_html(cell.best.text())}, '
+                     f'last {num_html(cell.last.text())}</div>')
     parts.append(_run_links(cell))
     if cell.note:
         parts.append(f'<div class="ckd-i">{escape(cell.note)}</div>')
@@ -146,12 +139,25 @@ def teacher_cell_html(cell: Cell, sources: SourceIndex) -> str:
     return "<td>" + "".join(parts) + "</td>"
 
 
-def delta_html(cell: Cell | None, ref: str) -> str:
+def delta_html(row: PairRow, method: str, ref: str) -> str:
+    """The difference of `method` to `ref` in one row; where the two were trained at different
+    budgets, the budgets beside it and the difference at equal budget where the matched-budget
+    runs hold one."""
+    cell = row.cells.get(method)
     if cell is None or ref not in cell.deltas:
         return '<td class="ckd-empty">–</td>'
     d = cell.deltas[ref]
-    return (f'<td><div class="ckd-v">{_delta_span(d.get("best"), d.get("best_err"))}</div>'
-            f'<div class="ckd-s">last {_delta_span(d.get("last"), d.get("last_err"))}</div></td>')
+    html = (f'<div class="ckd-v">{_delta_span(d.get("best"), d.get("best_err"))}</div>'
+            f'<div class="ckd-s">last {_delta_span(d.get("last"), d.get("last_err"))}</div>')
+    other = row.cells.get(ref)
+    if ref != "teacher" and other is not None and other.budget != cell.budget:
+        html += (f'<div class="ckd-b">{escape(method)} {num_html(cell.budget)} vs '
+                 f"{escape(ref)} {num_html(other.budget)}</div>")
+        matched = [f'{_delta_span(md.get("best"))} {num_html(f"({budget})")}'
+                   for budget, md in equal_budget_deltas(row, method, ref)]
+        html += (f'<div class="ckd-s">at equal budget: {", ".join(matched)}</div>' if matched
+                 else '<div class="ckd-s ckd-ns">no runs at equal budget</div>')
+    return f"<td>{html}</td>"
 
 
 def sources_html(sources: SourceIndex, start: int = 0) -> str:
@@ -171,6 +177,11 @@ def commands_html(info: dict | None) -> str:
     return f'<div class="ckd-note">Made by: {cmds}{how}</div>'
 
 
+def section_html(title: str, level: int = 2) -> str:
+    """A section heading, displayed only when the section has something to show."""
+    return f'<h{level} class="ckd-h">{escape(title)}</h{level}>'
+
+
 def pair_table_html(table: Table, sources: SourceIndex, command: dict | None = None,
                     budget_column: bool = False, level: int = 3) -> str:
     """A main (or matched-budget) table: rows are pairs, columns teacher, CE, methods, deltas."""
@@ -178,54 +189,84 @@ def pair_table_html(table: Table, sources: SourceIndex, command: dict | None = N
     has_teacher = any("teacher" in row.cells for row in table.rows)
     cols = (["teacher"] if has_teacher else []) + ["CE"] + table.methods
     head = "<th>pair</th>" + ("<th>budget</th>" if budget_column else "")
-    names = {"teacher": "teacher", "CE": "student alone (CE)"}
-    head += "".join(f"<th>{escape(names.get(c, c))}</th>" for c in cols)
+    head += "".join(f"<th>{method_name_html(c)}</th>" for c in cols)
     refs = [r for r in ("teacher", "CE", "KD") if r in cols]
     head += "".join(f"<th>Δ CKD − {escape(r)}</th>" for r in refs)
     body = []
     for row in table.rows:
         assert isinstance(row, PairRow)
-        tds = [f'<td class="ckd-pair">{escape(row.teacher)} → {escape(row.student)}</td>']
+        tds = [f'<td class="ckd-pair">{pair_html(row.teacher, row.student)}</td>']
         if budget_column:
-            tds.append(f'<td class="ckd-s">{escape(row.budget)}</td>')
+            tds.append(f'<td class="ckd-s">{num_html(row.budget)}</td>')
         tds += [cell_html(row.cells.get(c), sources) for c in cols]
-        ckd = row.cells.get("CKD")
-        tds += [delta_html(ckd, r) for r in refs]
+        tds += [delta_html(row, "CKD", r) for r in refs]
         body.append("<tr>" + "".join(tds) + "</tr>")
     notes = "".join(f'<div class="ckd-note">{escape(n)}</div>' for n in table.notes)
     return (f'<h{level} class="ckd-h">{escape(table.title)}</h{level}>'
             f'<div class="ckd-note">{escape(table.description)} Each cell: best-epoch top-1 '
-            "mean ± std over seeds (bold), last-epoch mean ± std and n, the best epochs, the "
-            "runs (links to their records), the published numbers (lit.) and the CKD paper's "
-            "own number.</div>"
-            f'<table class="ckd"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}'
-            f"</tbody></table>{notes}{sources_html(sources, start)}{commands_html(command)}")
+            "mean ± std over seeds (bold), last-epoch mean ± std and n, the best epochs and the "
+            "budget (epochs and schedule), the runs (links to their records), the published "
+            "numbers (lit.) and the CKD paper's own number. A Δ between cells trained at "
+            "different budgets says so, and gives the difference at equal budget where the "
+            "matched-budget runs hold one.</div>"
+            + table_html(head, "".join(body))
+            + f"{notes}{sources_html(sources, start)}{commands_html(command)}")
+
+
+def shared_settings(cells: list[Cell]) -> list[str]:
+    """The parts of the settings every one of `cells` has (said once above a table instead of
+    in every row)."""
+    parts = [c.settings.split(SETTINGS_SEPARATOR) for c in cells if c.settings]
+    if len(parts) < 2 or len(parts) < len(cells):
+        return []
+    return [p for p in parts[0] if all(p in other for other in parts[1:])]
+
+
+def _groups(cells: list[Cell]) -> list[int]:
+    """For each row, how many rows its (dataset, pair) group spans from it (0: not its first)."""
+    keys = [(c.dataset, c.teacher, c.student) for c in cells]
+    spans = []
+    for i, key in enumerate(keys):
+        if i and keys[i - 1] == key:
+            spans.append(0)
+            continue
+        n = 1
+        while i + n < len(keys) and keys[i + n] == key:
+            n += 1
+        spans.append(n)
+    return spans
 
 
 def ablations_html(table: Table, sources: SourceIndex, command: dict | None = None,
                    level: int = 2) -> str:
+    """One row per configuration; dataset and pair once per group of rows, and the settings
+    all rows share once above the table, so each row's settings say what it changes."""
     start = len(sources.sources)
-    if not table.rows:
-        body = '<tr><td colspan="9" class="ckd-empty">no ablation runs in these records</td></tr>'
-    else:
-        body = ""
-        for c in table.rows:
-            d = c.deltas.get("main", {})
-            body += (f"<tr><td>{escape(pretty_dataset(c.dataset))}</td>"
-                     f'<td class="ckd-pair">{escape(c.teacher or "none")} → '
-                     f"{escape(c.student)}</td><td>{escape(c.method)}</td>"
-                     f"<td>{escape(c.label)}</td><td class=\"ckd-s\">{escape(c.settings)}</td>"
-                     f"<td>{_stats_lines(c)}{_run_links(c)}{_published(c, sources, False)}</td>"
-                     f"<td>{_delta_span(d.get('best'))}"
-                     f"<div class=\"ckd-s\">last {_delta_span(d.get('last'))}</div>"
-                     + (f'<div class="ckd-i">{escape(c.note)}</div>' if c.note else "")
-                     + "</td></tr>")
     head = ("<th>dataset</th><th>pair</th><th>method</th><th>label</th><th>settings</th>"
             "<th>top-1 (best; last, n)</th><th>Δ main</th>")
+    shared = shared_settings(table.rows)
+    body = ""
+    for c, span in zip(table.rows, _groups(table.rows), strict=True):
+        d = c.deltas.get("main", {})
+        own = SETTINGS_SEPARATOR.join(p for p in c.settings.split(SETTINGS_SEPARATOR)
+                                      if p not in shared) or "the shared settings"
+        group = (f'<td rowspan="{span}">{escape(pretty_dataset(c.dataset))}</td>'
+                 f'<td class="ckd-pair" rowspan="{span}">{pair_html(c.teacher, c.student)}</td>'
+                 if span else "")
+        body += (f"<tr>{group}<td>{method_name_html(c.method)}</td><td>{escape(c.label)}</td>"
+                 f'<td class="ckd-s">{escape(own)}</td>'
+                 f"<td>{_stats_lines(c, budget=False)}{_run_links(c)}"
+                 f"{_published(c, sources, False)}</td><td>{_delta_span(d.get('best'))}"
+                 f"<div class=\"ckd-s\">last {_delta_span(d.get('last'))}</div>"
+                 + (f'<div class="ckd-i">{escape(c.note)}</div>' if c.note else "")
+                 + "</td></tr>")
+    if not table.rows:
+        body = '<tr><td colspan="7" class="ckd-empty">no ablation runs in these records</td></tr>'
+    common = (f" Settings of every row: {escape(SETTINGS_SEPARATOR.join(shared))}; each row's "
+              "settings column gives the rest." if shared else "")
     return (f'<h{level} class="ckd-h">{escape(table.title)}</h{level}>'
-            f'<div class="ckd-note">{escape(table.description)}</div>'
-            f'<table class="ckd"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-            f"{sources_html(sources, start)}{commands_html(command)}")
+            f'<div class="ckd-note">{escape(table.description)}{common}</div>'
+            + table_html(head, body) + f"{sources_html(sources, start)}{commands_html(command)}")
 
 
 def teachers_html(table: Table, sources: SourceIndex, command: dict | None = None,
@@ -237,7 +278,7 @@ def teachers_html(table: Table, sources: SourceIndex, command: dict | None = Non
         stored = sorted({f"{x:.2f}" for x in c.runs.get("teacher_stored_accuracy", [])
                          if isinstance(x, (int, float)) and not math.isnan(x)})
         body += (f"<tr><td>{escape(pretty_dataset(c.dataset))}</td>"
-                 f'<td class="ckd-pair">{escape(c.teacher or c.student)}</td>'
+                 f'<td class="ckd-pair">{num_html(c.teacher or c.student)}</td>'
                  f"{teacher_cell_html(c, sources)}"
                  f"<td class=\"ckd-s\">{escape(', '.join(stored) or '–')}</td>"
                  f"<td class=\"ckd-s\">{escape(c.settings or ', '.join(ckpts))}</td></tr>")
@@ -247,8 +288,7 @@ def teachers_html(table: Table, sources: SourceIndex, command: dict | None = Non
             "<th>stored in checkpoint</th><th>checkpoint / settings</th>")
     return (f'<h{level} class="ckd-h">{escape(table.title)}</h{level}>'
             f'<div class="ckd-note">{escape(table.description)}</div>'
-            f'<table class="ckd"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-            f"{sources_html(sources, start)}{commands_html(command)}")
+            + table_html(head, body) + f"{sources_html(sources, start)}{commands_html(command)}")
 
 
 def literature_html(study: Study, tables: list[Table], sources: SourceIndex) -> str:
@@ -265,16 +305,16 @@ def literature_html(study: Study, tables: list[Table], sources: SourceIndex) -> 
             hits = literature_for_pair(study.literature, *key)
             if not hits:
                 continue
-            items = ", ".join(f"{escape(h['method'])} {h['top1']:.2f}"
+            items = ", ".join(f"{escape(h['method'])} {num_html(format(h['top1'], '.2f'))}"
                               f"<sup>[{sources.ref(h['source'])}]</sup>" for h in hits)
-            rows.append(f'<tr><td class="ckd-pair">{escape(row.teacher)} → '
-                        f"{escape(row.student)}</td><td class=\"ckd-lit\">{items}</td></tr>")
+            rows.append(f'<tr><td class="ckd-pair">{pair_html(row.teacher, row.student)}</td>'
+                        f'<td class="ckd-lit">{items}</td></tr>')
     if not rows:
         datasets = ", ".join(sorted({pretty_dataset(t.dataset) for t in tables})) or "these runs"
         return (f'<div class="ckd-note">literature.csv holds no published numbers for the pairs '
                 f"of {escape(datasets)}.</div>")
-    return (f'<table class="ckd"><thead><tr><th>pair</th><th>published top-1 by method</th>'
-            f'</tr></thead><tbody>{"".join(rows)}</tbody></table>{sources_html(sources, start)}')
+    return (table_html("<th>pair</th><th>published top-1 by method</th>", "".join(rows))
+            + sources_html(sources, start))
 
 
 # -- banner, overview, provenance, run index -------------------------------------------------------
@@ -342,8 +382,9 @@ def banner(study: Study) -> tuple[str, str, bool]:
     from ckd_lib.recipes import pairs as recipe_pairs
 
     paper_pairs = set(recipe_pairs("cifar100"))
-    other_pairs = sorted({f"{t}→{s}" for t, s in zip(distill["teacher"], distill["student"],
-                                                      strict=True) if (t, s) not in paper_pairs})
+    other_pairs = sorted({pair_label(t, s) for t, s in zip(distill["teacher"], distill["student"],
+                                                            strict=True)
+                          if (t, s) not in paper_pairs})
     if other_pairs:
         detail += (" Pairs not in the paper's CIFAR-100 tables (stand-in models): "
                    f"{', '.join(other_pairs)}.")
@@ -370,8 +411,11 @@ def banner_html(study: Study) -> str:
 
 def overview_html(study: Study, tables) -> str:
     frame = study.frame
+    left_out = (f' <b class="ckd-neg">{len(study.excluded)} run(s) left out</b> (diverged, or a '
+                'record its files do not support): see "Runs left out".') if study.excluded else ""
     if frame.empty:
-        return '<div class="ckd-note">No complete records: run the study first.</div>'
+        return ('<div class="ckd-note">No complete records: run the study first.'
+                f"{left_out}</div>")
     pairs = {(t, s) for t, s in zip(frame["teacher"], frame["student"], strict=True) if t}
     methods = sorted(set(frame["method"]))
     return ('<div class="ckd-report ckd-note">'
@@ -386,36 +430,78 @@ def overview_html(study: Study, tables) -> str:
             "summary.csv beside this report has one row per table cell.</div>")
 
 
-def provenance_html(prov: Provenance, commands: dict[str, dict], tables: list[Table]) -> str:
-    def table(rows: list[dict]) -> str:
-        if not rows:
-            return '<div class="ckd-note">none</div>'
-        keys = list(rows[0])
-        head = "".join(f"<th>{escape(k)}</th>" for k in keys)
-        body = "".join("<tr>" + "".join(f"<td>{escape(str(r[k]))}</td>" for k in keys) + "</tr>"
-                       for r in rows)
-        return f'<table class="ckd"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+def _rows_html(rows: list[dict]) -> str:
+    """A provenance table: one column per key, values as text."""
+    if not rows:
+        return '<div class="ckd-note">none</div>'
+    keys = list(rows[0])
+    head = "".join(f"<th>{escape(k)}</th>" for k in keys)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(r[k]))}</td>" for k in keys) + "</tr>"
+                   for r in rows)
+    return table_html(head, body)
 
+
+def _commands_cell(commands: list[str]) -> str:
+    """Alternative commands, one per line: any one of them makes the table."""
+    items = "".join(f'<li><span class="ckd-cmd">{escape(c)}</span></li>' for c in commands)
+    return f'<td><ul class="ckd-list">{items}</ul></td>'
+
+
+def _notebooks_cell(notebooks: list[str], prov: Provenance) -> str:
+    if not notebooks:
+        return "<td>–</td>"
+    return "<td>" + ", ".join(
+        f'<a href="executed/{escape(n)}.html">{escape(n)}</a>' if n in prov.executed
+        else escape(n) for n in notebooks) + "</td>"
+
+
+def provenance_html(prov: Provenance, commands: dict[str, dict], tables: list[Table]) -> str:
     dirty = ('<div class="ckd-note ckd-neg"><b>Some runs come from a working tree with '
              "uncommitted changes (dirty = True).</b></div>" if prov.any_dirty else "")
-    cmd_rows = []
-    for t in tables:
-        info = commands.get(t.key)
-        if not info:
-            continue
-        cmd_rows.append({"table": t.title, "notebooks": ", ".join(info["notebooks"]) or "–",
-                         "found": info["how"], "commands": " | ".join(info["commands"])})
-    if "report" in commands:
-        cmd_rows.append({"table": "this report", "notebooks": "90_report", "found": "",
-                         "commands": " | ".join(commands["report"]["commands"])})
+    rows = []
+    for title, key in [(t.title, t.key) for t in tables if t.rows] + [("this report", "report")]:
+        info = commands.get(key)
+        if info:
+            rows.append(f"<tr><td>{escape(title)}</td>{_notebooks_cell(info['notebooks'], prov)}"
+                        f"<td>{escape(info['how'])}</td>{_commands_cell(info['commands'])}</tr>")
+    cmd_table = table_html("<th>table</th><th>notebooks</th><th>found</th>"
+                           "<th>commands (any one of them)</th>", "".join(rows))
+    executed = ", ".join(f'<a href="executed/{escape(n)}.html">{escape(n)}</a>'
+                         for n in prov.executed) or "none"
     return ('<div class="ckd-report">'
             f'<div class="ckd-note">Profile <b>{escape(prov.profile)}</b>; {prov.n_records} '
             f"records; datasets {escape(', '.join(prov.datasets) or '–')}; record files written "
-            f"{escape(prov.first_written or '–')} to {escape(prov.last_written or '–')}.</div>"
-            f"<h4>Code (commit and dirty flag, from each record)</h4>{table(prov.commits)}{dirty}"
-            f"<h4>Software</h4>{table(prov.versions)}"
-            f"<h4>Devices</h4>{table(prov.devices)}"
-            f"<h4>Commands that make each table</h4>{table(cmd_rows)}</div>")
+            f"{escape(prov.first_written or '–')} to {escape(prov.last_written or '–')}. "
+            f"Executed notebooks (inputs and outputs, as they ran): {executed}.</div>"
+            f"<h4>Code (commit and dirty flag, from each record)</h4>{_rows_html(prov.commits)}"
+            f"{dirty}<h4>Software</h4>{_rows_html(prov.versions)}"
+            f"<h4>Devices</h4>{_rows_html(prov.devices)}"
+            f"{_borrowed_html(tables)}"
+            f"<h4>Commands that make each table</h4>{cmd_table}</div>")
+
+
+def _borrowed_html(tables: list[Table]) -> str:
+    """Which methods of these tables ran with a recipe borrowed from another method (they have
+    no published recipe of their own: the method's registration names the lender)."""
+    from ckd_lib.errors import InputError
+    from ckd_lib.methods import get_method
+
+    methods = sorted({c.method for t in tables for row in t.rows
+                      for c in (row.cells.values() if hasattr(row, "cells") else [row])
+                      if getattr(c, "method", None)})
+    lines = []
+    for method in methods:
+        try:
+            spec = get_method(method)
+        except InputError:
+            continue
+        if spec.recipe_from:
+            source = "a plugin, " + spec.source if spec.source != "ckd_lib" else "ckd_lib"
+            lines.append(f"<li><b>{escape(method)}</b> has no published recipe of its own: its "
+                         f"runs use the {escape(spec.recipe_from)} recipe of each pair (epochs, "
+                         f"schedule, lr, batch), as its registration says ({escape(source)})."
+                         "</li>")
+    return f"<h4>Recipes borrowed</h4><ul>{''.join(lines)}</ul>" if lines else ""
 
 
 def run_index_html(study: Study) -> str:
@@ -431,129 +517,24 @@ def run_index_html(study: Study) -> str:
             f'<tr><td><a class="ckd-run" href="{escape(r.link)}">{escape(r.run_id)}</a></td>'
             f"<td>{escape(str(r.section))}</td><td>{escape(r.label)}</td>"
             f"<td>{escape(r.settings)}</td><td>{r.seed}</td>"
-            f"<td>{_num(r.best_top1)} (ep {r.best_epoch})</td><td>{_num(r.last_top1)}</td>"
-            f"<td>{spi}</td></tr>")
-    return ('<details class="ckd-report"><summary>All '
-            f"{len(frame)} runs (each links to its record)</summary>"
-            '<table class="ckd"><thead><tr><th>run id</th><th>section</th><th>label</th>'
-            "<th>settings</th><th>seed</th><th>best top-1</th><th>last top-1</th>"
-            "<th>ms / iteration</th></tr></thead><tbody>" + "".join(rows)
-            + "</tbody></table></details>")
+            f"<td>{num_html(f'{_num(r.best_top1)} (ep {r.best_epoch})')}</td>"
+            f"<td>{num_html(_num(r.last_top1))}</td><td>{num_html(spi)}</td></tr>")
+    head = ("<th>run id</th><th>section</th><th>label</th><th>settings</th><th>seed</th>"
+            "<th>best top-1</th><th>last top-1</th><th>ms / iteration</th>")
+    return (f'<details class="ckd-report"><summary>All {len(frame)} runs (each links to its '
+            f"record)</summary>{table_html(head, ''.join(rows))}</details>")
 
 
-# -- artifacts ----------------------------------------------------------------------------------
-ARTIFACT_GROUPS = {
-    "correlation": ("corr",),
-    "tsne": ("tsne", "t-sne", "t_sne"),
-    "efficiency": ("effic", "speed", "timing", "memory"),
-    "environment": ("environment",),
-}
-
-
-def artifact_files(study: Study, group: str, suffix: str) -> list[Path]:
-    """Artifacts of one group (by file name) with the given suffix, sorted by name."""
-    if not study.artifacts_dir.is_dir():
-        return []
-    words = ARTIFACT_GROUPS.get(group)
-    files = sorted(study.artifacts_dir.glob(f"*{suffix}"))
-    if words is None:  # everything no group claims
-        claimed = [w for ws in ARTIFACT_GROUPS.values() for w in ws]
-        return [f for f in files if not any(w in f.name.lower() for w in claimed)]
-    return [f for f in files if any(w in f.name.lower() for w in words)]
-
-
-def artifact_caption(study: Study, path: Path) -> str:
-    from ckd_lib.report.collect import relative_path
-
-    link = relative_path(path, study.results_dir)
-    return (f'<div class="ckd-note">Artifact <a href="{escape(link)}">{escape(link)}</a> '
-            "(written by the study's notebooks)</div>")
-
-
-def missing_artifact_note(study: Study, what: str) -> str:
-    return (f'<div class="ckd-note ckd-ns">No {escape(what)} artifact under '
-            f"{escape(str(study.artifacts_dir))}: the notebook that draws it has not run for "
-            f"profile {escape(study.profile)}.</div>")
-
-
-def artifact_html(study: Study, path: Path) -> str:
-    """The caption of an artifact figure: its JSON sibling's contents when there is one."""
-    sibling = path.with_suffix(".json")
-    if path.suffix != ".json" and sibling.is_file():
-        return json_artifact_html(study, sibling).replace(
-            "Artifact ", f"Artifact {escape(path.name)} with its data ", 1)
-    return json_artifact_html(study, path) if path.suffix == ".json" else \
-        artifact_caption(study, path)
-
-
-def _flat_rows(value) -> bool:
-    return (isinstance(value, list) and bool(value) and all(isinstance(r, dict) for r in value)
-            and all(not isinstance(v, (dict, list)) for r in value for v in r.values()))
-
-
-def _rows_table(rows: list[dict], limit: int = 200) -> str:
-    keys = list(dict.fromkeys(k for r in rows for k in r))[:20]
-    head = "".join(f"<th>{escape(str(k))}</th>" for k in keys)
-    body = "".join("<tr>" + "".join(f"<td>{escape(_fmt_value(r.get(k)))}</td>" for k in keys)
-                   + "</tr>" for r in rows[:limit])
-    more = (f'<div class="ckd-note">… {len(rows) - limit} more rows in the file</div>'
-            if len(rows) > limit else "")
-    return f'<table class="ckd"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}'
-
-
-def _run_ids_in(value) -> list[tuple[str, str]]:
-    """(name, run id) pairs of an artifact's "runs" entry: {name: run_id} or [{run_id: ...}]."""
-    if isinstance(value, dict):
-        return [(str(k), v) for k, v in value.items() if isinstance(v, str)]
-    if isinstance(value, list):
-        return [(str(r.get("row", r.get("name", ""))) + (f" s{r['seed']}" if "seed" in r else ""),
-                 r["run_id"]) for r in value if isinstance(r, dict) and
-                isinstance(r.get("run_id"), str)]
-    return []
-
-
-def json_artifact_html(study: Study, path: Path) -> str:
-    """A JSON artifact: its scalar fields on one line, each list of flat objects as a table, and
-    its "runs" as links to their records; anything else stays in the file (linked)."""
-    from ckd_lib.report.collect import relative_path
-
-    caption = artifact_caption(study, path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        return caption + f'<div class="ckd-note ckd-ns">unreadable: {escape(str(exc))}</div>'
-    if _flat_rows(data):
-        return caption + _rows_table(data)
-    if not isinstance(data, dict):
-        return caption
-    parts = [caption]
-    scalars = {k: v for k, v in data.items() if not isinstance(v, (dict, list))}
-    if scalars:
-        parts.append('<div class="ckd-note">' + "; ".join(
-            f"{escape(str(k))}: <b>{escape(_fmt_value(v))}</b>" for k, v in scalars.items())
-            + "</div>")
-    for key, value in data.items():
-        if key != "runs" and _flat_rows(value):
-            parts.append(f'<div class="ckd-note">{escape(key)}</div>{_rows_table(value)}')
-    runs = _run_ids_in(data.get("runs"))
-    if runs:
-        links = []
-        for name, rid in runs:
-            record = study.by_id.get(rid)
-            if record is not None and record.get("_path"):
-                link = relative_path(record["_path"], study.results_dir)
-                links.append(f'{escape(name)}: <a class="ckd-run" href="{escape(link)}">'
-                             f"{escape(rid)}</a>")
-            else:
-                links.append(f"{escape(name)}: {escape(rid)} <i>(no complete record)</i>")
-        parts.append('<div class="ckd-note">runs: ' + "; ".join(links) + "</div>")
-    return "".join(parts)
-
-
-def _fmt_value(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
+def excluded_html(study: Study) -> str:
+    """The runs no table shows, and why: a divergence, or a record its files do not support
+    (model missing or changed, history that does not give its summary). Empty when none."""
+    if not study.excluded:
+        return ""
+    rows = "".join(
+        f'<tr><td><a class="ckd-run" href="{escape(e["link"])}">{escape(e["run_id"])}</a></td>'
+        f'<td>{escape(str(e["method"]))}</td><td>{escape(e["why"])}</td></tr>'
+        for e in study.excluded)
+    head = "<th>run id</th><th>method</th><th>why it is left out of every table</th>"
+    return (section_html("Runs left out") + '<div class="ckd-report ckd-note ckd-neg">'
+            f"{len(study.excluded)} run(s) of these records are in no table and no figure."
+            f"</div>{table_html(head, rows)}")

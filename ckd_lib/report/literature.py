@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ckd_lib.data.catalog import dataset_base
+
 LITERATURE_FILE = "literature.csv"
 PAPER_COLUMNS = ("dataset", "teacher", "student", "method", "top1", "source")
 NOT_SUPPLIED = "not supplied"
@@ -29,11 +31,6 @@ METHOD_ALIASES = {
     "CE": ("student", "CE"),
     "teacher": ("teacher",),
 }
-
-
-def dataset_base(name: str) -> str:
-    """"synthetic:num_classes=5" -> "synthetic"."""
-    return str(name).split(":", 1)[0]
 
 
 def basis_of(source: str) -> str:

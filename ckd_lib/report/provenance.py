@@ -1,7 +1,8 @@
 """Where the report's numbers come from: code versions, software, devices, dates and commands.
 
 Everything here is read from the run records (their ``provenance`` block and the record files'
-modification times) and from the executed notebooks under ``results/<profile>/executed``.
+modification times; the detection runs' records too) and from the executed notebooks under
+``results/<profile>/executed``.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-
-import pandas as pd
+from datetime import datetime, timezone
+from pathlib import Path
 
 from ckd_lib.report.collect import Study
 
@@ -38,6 +39,9 @@ class Provenance:
     n_records: int = 0
     datasets: list[str] = field(default_factory=list)
     notebooks: list[str] = field(default_factory=list)
+    # executed notebooks of the profile (the report's own excepted): each has <name>.html beside
+    # it once the report is published
+    executed: list[str] = field(default_factory=list)
 
     @property
     def any_dirty(self) -> bool:
@@ -52,18 +56,36 @@ def _counts(records: list[dict], keys: tuple[str, ...]) -> list[dict]:
     return out
 
 
+def detection_records(study: Study) -> list[dict]:
+    """The profile's complete detection run records (results/<profile>/detection)."""
+    from ckd_lib.results import load_records
+
+    folder = study.report_dir / "detection"
+    return [r for r in load_records(folder) if r.get("task") == "detection"] \
+        if folder.is_dir() else []
+
+
 def collect_provenance(study: Study) -> Provenance:
-    records = study.records
+    detection = detection_records(study)
+    records = study.records + detection
     prov = Provenance(profile=study.profile, n_records=len(records))
     prov.commits = _counts(records, ("commit", "dirty"))
     prov.versions = _counts(records, ("ckd_lib", "torch", "cuda", "cudnn", "python"))
     prov.devices = _counts(records, ("device_type", "device_name", "device_count"))
-    written = study.frame["written"].dropna() if "written" in study.frame else pd.Series([])
-    if len(written):
-        prov.first_written = min(written).strftime("%Y-%m-%d %H:%M UTC")
-        prov.last_written = max(written).strftime("%Y-%m-%d %H:%M UTC")
+    written = [Path(r["_path"]).stat().st_mtime for r in records
+               if r.get("_path") and Path(r["_path"]).is_file()]
+    if written:
+        def when(seconds: float) -> str:
+            return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+        prov.first_written, prov.last_written = when(min(written)), when(max(written))
     prov.datasets = sorted(set(study.frame["dataset"])) if not study.empty else []
+    if detection:
+        prov.datasets.append("MS-COCO format (detection)")
     prov.notebooks = available_notebooks(study)
+    if study.executed_dir.is_dir():
+        prov.executed = sorted(p.stem for p in study.executed_dir.glob("[!.]*.ipynb")
+                               if p.stem != REPORT_NOTEBOOK)
     return prov
 
 
@@ -71,7 +93,7 @@ def available_notebooks(study: Study) -> list[str]:
     """Notebook names (file stems) of the study: the executed ones and those in notebooks/."""
     names = set()
     if study.executed_dir.is_dir():
-        names.update(p.stem for p in study.executed_dir.glob("*.ipynb"))
+        names.update(p.stem for p in study.executed_dir.glob("[!.]*.ipynb"))
     if study.notebooks_dir is not None and study.notebooks_dir.is_dir():
         names.update(p.stem for p in study.notebooks_dir.glob("[0-9]*.py"))
         names.update(p.stem for p in study.notebooks_dir.glob("[0-9]*.ipynb"))
@@ -81,7 +103,7 @@ def available_notebooks(study: Study) -> list[str]:
 def _executed_texts(study: Study) -> dict[str, str]:
     texts = {}
     if study.executed_dir.is_dir():
-        for path in sorted(study.executed_dir.glob("*.ipynb")):
+        for path in sorted(study.executed_dir.glob("[!.]*.ipynb")):
             if path.stem == REPORT_NOTEBOOK:
                 continue
             try:

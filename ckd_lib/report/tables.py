@@ -24,19 +24,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ckd_lib.report.collect import (
-    Study,
-    is_same_architecture,
-    method_rank,
-    pretty_dataset,
-)
+from ckd_lib.report.collect import Study, is_same_architecture, pretty_dataset
 from ckd_lib.report.literature import (
     NOT_SUPPLIED,
     PublishedNumber,
     match_literature,
 )
+from ckd_lib.report.palette import method_rank, pair_label
 
 REFERENCE_METHODS = ("teacher", "CE", "KD")
+
+
+def budget_text(epochs, schedule) -> str:
+    """A training budget in the words every table and figure uses, e.g. "480 ep cosine"."""
+    return f"{epochs} ep {schedule}"
 
 
 @dataclass
@@ -159,7 +160,7 @@ def make_cell(table: str, runs: pd.DataFrame, study: Study, method: str | None =
                 best=Stats([float(v) for v in runs["best_top1"]]),
                 last=Stats([float(v) for v in runs["last_top1"]]),
                 top5=Stats([float(v) for v in runs["last_top5"] if v is not None]),
-                budget=f"{first['epochs']} ep {first['schedule']}", duplicates=duplicates)
+                budget=budget_text(first["epochs"], first["schedule"]), duplicates=duplicates)
     if not duplicates.empty:
         cell.note = (f"{len(duplicates)} more run(s) of a seed already counted (same settings, "
                      "another config hash, e.g. the code changed in between): not counted.")
@@ -234,10 +235,12 @@ class PairRow:
     cells: dict[str, Cell]
     deltas: dict[str, dict[str, float]] = field(default_factory=dict)
     budget: str = ""
+    # the same pair's rows of the matched-budget table: its methods compared at equal budgets
+    matched: list[PairRow] = field(default_factory=list)
 
     @property
     def pair(self) -> str:
-        return f"{self.teacher}→{self.student}"
+        return pair_label(self.teacher, self.student)
 
 
 @dataclass
@@ -513,7 +516,7 @@ def budget_table(study: Study) -> Table:
             cells = dict(sorted(cells.items(), key=lambda kv: method_rank(kv[0])))
             row = PairRow(dataset=dataset, teacher=teacher, student=student, cells=cells)
             compute_deltas(row)
-            row.budget = f"{epochs} ep {schedule}"
+            row.budget = budget_text(epochs, schedule)
             methods.update(m for m in cells if m != "CE")
             table.rows.append(row)
     table.methods = sorted(methods, key=method_rank)
@@ -535,12 +538,40 @@ class ReportTables:
         return [*self.main, self.teachers, self.ablations, self.budget]
 
 
+def attach_matched(main: list[Table], budget: Table) -> None:
+    """Give each main-table row its pair's matched-budget rows: a main table compares each
+    method at its own recipe (CKD trains longer than KD), and these say what is left of a
+    difference at equal budget."""
+    rows: dict[tuple, list[PairRow]] = {}
+    for row in budget.rows:
+        rows.setdefault((row.dataset, row.teacher, row.student), []).append(row)
+    for table in main:
+        for row in table.rows:
+            row.matched = rows.get((row.dataset, row.teacher, row.student), [])
+
+
+def equal_budget_deltas(row: PairRow, method: str, ref: str) -> list[tuple[str, dict]]:
+    """(budget, differences) of `method` − `ref` at each budget where the matched-budget runs
+    hold both, when the row's own two cells were trained at different budgets (otherwise the
+    row's difference already is one at equal budget, and this is empty)."""
+    ours, theirs = row.cells.get(method), row.cells.get(ref)
+    if ours is None or theirs is None or ours.budget == theirs.budget:
+        return []
+    out = []
+    for other in row.matched:
+        cell = other.cells.get(method)
+        if cell is not None and "best" in cell.deltas.get(ref, {}):
+            out.append((other.budget, cell.deltas[ref]))
+    return out
+
+
 def build_tables(study: Study) -> ReportTables:
     main, leftovers = main_tables(study)
     leftovers.extend(unused_ce_cells(study, main))
+    budget = budget_table(study)
+    attach_matched(main, budget)
     return ReportTables(main=main, teachers=teachers_table(study),
-                        ablations=ablations_table(study, main, leftovers),
-                        budget=budget_table(study))
+                        ablations=ablations_table(study, main, leftovers), budget=budget)
 
 
 def _fmt(value) -> str | float:

@@ -49,7 +49,14 @@ def parameters(notebook: str, namespace: dict) -> NotebookParameters:
     is not None is an explicit override (type-checked). Loads the profile's plugins."""
     declared = notebook_parameters(notebooks_dir() / f"{notebook}.py", where=notebook)
     given = {name: namespace.get(name) for name in declared}
-    profile = load_profile(given.get("profile") or "demo")
+    name = given.get("profile") or "demo"
+    if name not in available_profiles() and not str(name).endswith((".yaml", ".yml")) and all(
+            given[k] is not None for k in declared if k not in RUNNER_SET):
+        # every value given: the profile only names the results folder (ad-hoc reports, tests)
+        profile = Profile(name=str(name), path=notebooks_dir() / "profiles" / f"{name}.yaml",
+                          notebooks={notebook: {}})
+    else:
+        profile = load_profile(name)
     if notebook not in profile.notebooks:
         runs = [name for name in available_profiles()
                 if notebook in _notebooks_of(name)]
@@ -67,6 +74,8 @@ def parameters(notebook: str, namespace: dict) -> NotebookParameters:
     explicit = {k: v for k, v in given.items() if from_profile.get(k) != v}
     values = {**from_profile, **given}
     values.update({k: namespace.get(k) for k in RUNNER_SET if k in declared})
+    if "profile" in values:  # a profile given by its file: its name names the results folder
+        values["profile"] = profile.name
     missing = [k for k in declared if values.get(k) is None]
     if missing:
         chain = " -> ".join(p.name for p in reversed(profile.chain()))

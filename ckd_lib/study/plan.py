@@ -29,7 +29,6 @@ from pathlib import Path
 from ckd_lib import recipes, results
 from ckd_lib.config import RunConfig
 from ckd_lib.data.catalog import dataset_base, display_name
-from ckd_lib.engine.bookkeeping import RunBook
 from ckd_lib.errors import UserError
 from ckd_lib.methods import get_method
 from ckd_lib.models.registry import family
@@ -312,6 +311,8 @@ class Settings:
     def _finished(config: RunConfig) -> dict | None:
         """The run's complete record (believed only if its files agree), or the record of a
         divergence: either way there is nothing to train."""
+        from ckd_lib.engine.bookkeeping import RunBook  # not at import: the report uses study
+
         book = RunBook(config.out_dir, config.run_id(), config.config_hash())
         return book.completed() or book.diverged()
 

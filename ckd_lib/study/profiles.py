@@ -52,6 +52,15 @@ class Profile:
     plugins: list[str] = field(default_factory=list)
     parent: Profile | None = None
 
+    @property
+    def reference(self) -> str:
+        """How a notebook finds this profile again: its name when it lives in
+        ``notebooks/profiles/``, else the path of its file."""
+        shipped = profiles_dir() / f"{self.name}.yaml"
+        if shipped.is_file() and shipped.resolve() == Path(self.path).resolve():
+            return self.name
+        return str(Path(self.path).resolve())
+
     def chain(self) -> list[Profile]:
         """The profiles this one is built from, root first, this one last."""
         return (self.parent.chain() if self.parent else []) + [self]

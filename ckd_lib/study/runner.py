@@ -11,8 +11,9 @@
 3. Stop at the first failure, naming the notebook, the cell and the error. Running again
    continues there: finished notebooks are skipped, and inside a notebook finished runs are
    skipped by the engine (their records), interrupted ones resume from their last epoch.
-4. After the report notebook, write its HTML (input cells hidden) to
-   ``results/<profile>/report.html`` and copy it, with ``summary.csv``, to ``results/``.
+4. After the report notebook, publish the profile's pages: ``results/<profile>/report.html``
+   (input cells hidden) and ``summary.csv``, each executed notebook as HTML, and the index of
+   every profile's report, ``results/report.html``.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def resolve_parameters(profile: Profile, declared: dict[str, dict[str, Parameter
     for name in profile.notebooks:
         params = declared[name]
         values = profile.values_for(name, params)
-        values.update(runner_values(params, profile.name, results_dir, devices))
+        values.update(runner_values(params, profile.reference, results_dir, devices))
         try:
             check_parameters(values, params, name, origin=f"profile {profile.name}")
         except ParameterError as error:
@@ -116,7 +117,7 @@ def resolve_parameters(profile: Profile, declared: dict[str, dict[str, Parameter
             problems.append(f"profile {chain}, notebook {name}: no value for {missing}")
         out[name] = values
     used = {k for name in profile.notebooks for k in declared[name]}
-    unused = sorted({k for level in profile.chain() for k in level.common} - used)
+    unused = sorted(set(profile.common) - used)  # an inherited value may serve other notebooks
     if unused:
         problems.append(f"profile {profile.name}, common: parameter(s) {unused} are declared by "
                         f"none of its notebooks {list(profile.notebooks)}")
@@ -224,6 +225,9 @@ class Runner:
     # -- run ----------------------------------------------------------------------------------
     def run(self, only: list[str] | None = None) -> int:
         """Execute the (selected) notebooks; 0 on success, 1 at the first failure."""
+        from ckd_lib.methods import load_plugins
+
+        load_plugins(self.profile.plugins)  # exported in CKD_PLUGINS to the kernels and workers
         jobs = self.plan(only)
         started = time.perf_counter()
         executed = skipped = 0
@@ -293,36 +297,14 @@ class Runner:
         return True
 
     def publish_report(self, name: str) -> None:
-        """The executed report notebook as HTML without input cells, where the study layout
-        wants it: results/<profile>/report.html, copied (with summary.csv) to results/."""
-        executed = self.executed_path(name)
-        root, top = self.paths.root, self.paths.results_dir
-        try:  # the report package's exporter: no JavaScript from the network in the page
-            from ckd_lib.report import build_html
+        """The executed report notebook's pages (``ckd_lib.report.build.publish``):
+        results/<profile>/report.html and summary.csv, every executed notebook as HTML beside
+        it, and results/report.html, the index of every profile's report."""
+        from ckd_lib.report.build import publish
 
-            build_html(executed, root / "report.html", base_href="../")
-            html = build_html(executed, top / "report.html")
-        except ImportError:
-            export_html(executed, root / "report.html")
-            html = export_html(executed, top / "report.html")
-        summary = root / "summary.csv"
-        if summary.is_file():
-            results.atomic_write_bytes(top / "summary.csv", summary.read_bytes())
-        else:
-            self.log(f"note: {name} wrote no {summary}; results/summary.csv not updated")
-        self.log(f"report: {html} (and {root / 'report.html'})")
-
-
-def export_html(executed: Path, target: Path) -> Path:
-    """nbconvert's HTML of an executed notebook, input cells and prompts hidden."""
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    results.atomic_write_bytes(target, body.encode())
-    return target
+        html = publish(self.profile.name, self.paths.results_dir, self.executed_path(name))
+        self.log(f"report: {html} (every profile's report: "
+                 f"{self.paths.results_dir / 'report.html'})")
 
 
 def sync_paired_notebook(source: Path, nb: nbformat.NotebookNode | None = None) -> Path:
