@@ -12,6 +12,8 @@ A profile is a YAML file in ``notebooks/profiles/``::
       00_environment: {}
       20_same_arch:
         seeds: [0, 1]
+    slurm:                       # optional: options of --executor slurm (partition, time_min,
+      partition: gpu             # gpus_per_task, ...; ckd_lib.study.slurm_options)
 
 ``profile`` and ``results_dir`` are set by the runner, and ``devices`` by ``--devices``; a
 profile may not set the first two. Every name is checked against the notebooks' parameters cells
@@ -25,9 +27,10 @@ from pathlib import Path
 
 from ckd_lib.study.params import ParameterError
 from ckd_lib.study.paths import profiles_dir, resolve
+from ckd_lib.study.slurm_options import SlurmOptions
 from ckd_lib.yamlio import read_yaml
 
-TOP_KEYS = ("description", "report", "plugins", "common", "notebooks")
+TOP_KEYS = ("description", "report", "plugins", "common", "notebooks", "slurm")
 RESERVED = ("profile", "results_dir")
 
 
@@ -40,6 +43,7 @@ class Profile:
     notebooks: dict[str, dict] = field(default_factory=dict)
     report: str | None = None
     plugins: list[str] = field(default_factory=list)
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
 
 def available_profiles(folder: Path | None = None) -> list[str]:
@@ -86,6 +90,7 @@ def load_profile(name_or_path: str | Path, folder: Path | None = None) -> Profil
         raise ParameterError(f"{where}: 'plugins' must be a list of files or module names, got "
                              f"{plugins!r}")
     plugins = [str(resolve(p)) if p.endswith(".py") else p for p in plugins]
+    slurm = SlurmOptions.from_mapping(data.get("slurm"), f"{where}, slurm")
     return Profile(name=path.stem, path=path, description=str(data.get("description", "")),
                    common=common, notebooks={n: dict(p or {}) for n, p in notebooks.items()},
-                   report=report, plugins=plugins)
+                   report=report, plugins=plugins, slurm=slurm)
