@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="load a file or module that registers methods (besides the "
                              "profile's plugins); repeatable")
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     return run_cli(lambda: _run(args))
 
 
@@ -131,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.status:
         return executor.show_status(runner, only)
     if kind == "slurm":
-        return executor.submit(runner, options, only)
+        return executor.submit(runner, options, only, args.argv)
     return runner.run(only)
 
 

@@ -9,10 +9,12 @@ still to run), as ``--executor local`` would: the engine then skips every finish
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from ckd_lib.errors import InputError
 from ckd_lib.study import planning
+from ckd_lib.study.paths import profiles_dir
 from ckd_lib.study.plan import StudyError
 from ckd_lib.study.runner import Runner
 from ckd_lib.study.slurm_options import SlurmOptions
@@ -55,8 +57,10 @@ def show_status(runner: Runner, only: list[str] | None) -> int:
     return 0
 
 
-def submit(runner: Runner, options: SlurmOptions, only: list[str] | None, log=print) -> int:
-    """``--executor slurm``: submit what the plan still needs; see the module docstring."""
+def submit(runner: Runner, options: SlurmOptions, only: list[str] | None, argv: list[str],
+           log=print) -> int:
+    """``--executor slurm``: submit what the plan still needs; see the module docstring.
+    ``argv``: this command's arguments, to tell the user the command to run again."""
     from ckd_lib.study import slurm
     from ckd_lib.study.jobs import job_environment
 
@@ -77,7 +81,9 @@ def submit(runner: Runner, options: SlurmOptions, only: list[str] | None, log=pr
     log(f"{len(plan.units)} job unit(s) for {len(statuses)} run(s): "
         + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     if counts["done"] == len(plan.units):
-        if notebooks_state in ("pending", "running"):
+        if notebooks_state == "never":
+            submitter.cancel(notebooks_job["job_id"])
+        elif notebooks_state in ("pending", "running"):
             log(f"every run is done; the notebooks job {notebooks_job['job_id']} is "
                 f"{notebooks_state}: it builds the report")
             return 0
@@ -85,18 +91,26 @@ def submit(runner: Runner, options: SlurmOptions, only: list[str] | None, log=pr
         return runner.run(only)
     new = submitter.submit_units(plan, states)
     live = [s.job_id for s in states.values() if s.state in ("pending", "running") and s.job_id]
-    if new or notebooks_state not in ("pending", "running"):
-        if notebooks_state in ("pending", "running"):
-            submitter.cancel(notebooks_job["job_id"])  # it does not wait for the new jobs
+    outside = [k for k, s in states.items() if s.state == "running" and not s.job_id]
+    if notebooks_state == "never" or (new and notebooks_state in ("pending", "running")):
+        submitter.cancel(notebooks_job["job_id"])  # it would not wait for the new jobs
+        notebooks_state = "cancelled"
+    if outside:
+        log(f"  notebooks and report: not submitted while {len(outside)} unit(s) train outside "
+            "this study's jobs (their runs' locks); run this command again once they are done")
+    elif notebooks_state not in ("pending", "running"):
         job_id = submitter.submit_notebooks(runner.profile, runner.results_dir,
                                             live + list(new.values()), only)
         log(f"  notebooks and report: job {job_id}, after every run job")
-    else:
-        log(f"nothing submitted: every unit not done is pending or running; notebooks job "
-            f"{notebooks_job['job_id']} is {notebooks_state}")
-    name = runner.profile.name
+    if not new:
+        log("no run job submitted: every unit not done is pending or running")
+    command = "python -m ckd_lib.study " + shlex.join(argv)
+    where = ["--profile", str(runner.profile.path if runner.profile.path.parent != profiles_dir()
+                              else runner.profile.name)]
+    if runner.results_dir != "results":
+        where += ["--results-dir", runner.results_dir]
     log(f"submitted {len(new)} run job(s); logs in {submitter.folder / 'logs'}\n"
-        f"  where it stands: python -m ckd_lib.study --profile {name} --status\n"
-        f"  later, the same command again submits what failed and, once every run is done, "
-        f"builds the report: python -m ckd_lib.study --profile {name} --executor slurm")
+        f"  where it stands:  python -m ckd_lib.study {shlex.join(where)} --status\n"
+        f"  later, the same command submits what failed and, once every run is done, builds "
+        f"the report:\n    {command}")
     return 0

@@ -176,9 +176,10 @@ def survey(plan: Plan, book: JobBook, statuses: dict[str, str],
         elif state in PENDING:
             out[unit.key] = UnitState("pending", job_id, reason if reason != "None" else "")
         elif state in RUNNING:
-            out[unit.key] = UnitState("running", job_id, state.lower())
+            out[unit.key] = UnitState("running", job_id, "" if state == "RUNNING" else
+                                      state.lower())
         elif holders := [h for h in map(_lock_holder, unit.runs) if h]:
-            out[unit.key] = UnitState("running", job_id, holders[0])
+            out[unit.key] = UnitState("running", None, holders[0])  # outside this study's jobs
         elif job_id:
             out[unit.key] = UnitState("failed", job_id, state or "ended")
         else:
@@ -187,11 +188,14 @@ def survey(plan: Plan, book: JobBook, statuses: dict[str, str],
 
 
 def live_state(book_entry: dict | None, queue: dict) -> str:
-    """"pending"/"running"/the final state of a notebooks job, "" when none was submitted."""
+    """"pending"/"running"/the final state of a notebooks job, "" when none was submitted. A
+    job whose dependencies failed waits forever: "never" (SLURM keeps it pending)."""
     if not book_entry:
         return ""
-    state = queue.get(book_entry["job_id"], ("ENDED", ""))[0]
-    return "pending" if state in PENDING else "running" if state in RUNNING else state
+    state, reason = queue.get(book_entry["job_id"], ("ENDED", ""))
+    if state in PENDING:
+        return "never" if reason == "DependencyNeverSatisfied" else "pending"
+    return "running" if state in RUNNING else state
 
 
 # -- submitting ------------------------------------------------------------------------------------
@@ -221,7 +225,7 @@ class Submitter:
         executor.update_parameters(**params)
         return executor
 
-    def _submit(self, name: str, processes: int, dependency: list[str], callables: list):
+    def submit_jobs(self, name: str, processes: int, dependency: list[str], callables: list):
         """One job, or one array of jobs, with the same resources and dependencies."""
         params = self.options.sbatch_parameters(processes, name)
         if dependency:
@@ -264,7 +268,7 @@ class Submitter:
                 batches.setdefault((unit.notebook, unit.processes, tuple(deps)), []).append(unit)
             for (notebook, processes, deps), units in batches.items():
                 name = f"ckd-{plan.profile}-{notebook}"
-                ids = self._submit(name, processes, list(deps), [
+                ids = self.submit_jobs(name, processes, list(deps), [
                     UnitJob(_unit_dict(u), self.environment, self.options.lock_wait_s)
                     for u in units])
                 for unit, job_id in zip(units, ids, strict=True):
@@ -281,7 +285,7 @@ class Submitter:
         from ckd_lib.study.jobs import NotebooksJob
 
         job = NotebooksJob(str(profile.path), results_dir, self.environment, only)
-        (job_id,) = self._submit(f"ckd-{profile.name}-notebooks", 1, sorted(after), [job])
+        (job_id,) = self.submit_jobs(f"ckd-{profile.name}-notebooks", 1, sorted(after), [job])
         self.book.add(None, job_id, after=sorted(after))
         self.book.save()
         return job_id
