@@ -82,6 +82,20 @@ def test_slurm_options_name_the_bad_key_and_what_is_accepted(tmp_path):
         options.with_overrides(["time_min"])
 
 
+def test_bad_cluster_options_end_the_command_in_one_line_before_any_submission(tmp_path):
+    profile = tmp_path / "cluster.yaml"
+    profile.write_text("notebooks:\n  00_environment: {}\nslurm:\n  partitions: gpu\n")
+    for args, fragments in [
+            (["--profile", profile], ["cluster.yaml", "'partitions'", "accepted: ['partition'"]),
+            (["--profile", "tiny", "--slurm", "time_min=soon"], ["time_min='soon'", "positive"]),
+            (["--profile", "tiny", "--devices", "0"], ["--devices", "slurm:"])]:
+        code, out = study(*args, "--executor", "slurm", "--results-dir", tmp_path / "r")
+        errors = [text for text in out.splitlines() if text.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and "Traceback" not in out, out
+        assert all(f in errors[0] for f in fragments), errors
+    assert not (tmp_path / "r").exists()  # nothing planned, nothing submitted
+
+
 def test_squeue_and_sacct_lines_are_read_per_job_and_array_task():
     text = "17|RUNNING|None\n20_0|PENDING|Dependency\n20_1|CANCELLED by 0|\n21.batch|FAILED\n"
     assert slurm.parse_table(text) == {"17": ("RUNNING", "None"), "20_0": ("PENDING", "Dependency"),
@@ -144,6 +158,18 @@ def test_the_plan_of_the_tiny_profile_is_every_run_and_trains_none(tmp_path):
     assert {r["teacher_checkpoint"] for u in students for r in u.runs} == set(teacher.outputs())
     assert not (tmp_path / "tiny" / "runs").exists()  # nothing trained, no teacher index
     assert planning.Plan.from_json(json.loads(json.dumps(plan.to_json()))).units == plan.units
+
+
+def test_multi_gpu_and_detection_runs_are_planned_as_multi_task_jobs_after_their_teacher(
+        tmp_path):
+    imagenet = planning.collect(Runner(load_profile("imagenet"), results_dir=str(tmp_path)))
+    assert imagenet.units and {u.processes for u in imagenet.units} == {8}  # nproc_per_node
+    coco = planning.collect(Runner(load_profile("coco_demo"), results_dir=str(tmp_path)))
+    teacher, *students = coco.units
+    assert {u.task for u in coco.units} == {"detection"} and len(students) == 3
+    assert teacher.configs[0]["label"] == "coco teacher" and coco.dependencies(teacher) == []
+    distilled = [u for u in students if u.configs[0]["method"] != "baseline"]
+    assert distilled and all(coco.dependencies(u) == [teacher.key] for u in distilled)
 
 
 # -- a real SLURM ---------------------------------------------------------------------------------
