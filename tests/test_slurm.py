@@ -103,6 +103,32 @@ def test_squeue_and_sacct_lines_are_read_per_job_and_array_task():
     assert slurm._span(["20_0", "20_1", "20_2"]) == "20_[0-2]" and slurm._span(["5"]) == "5"
 
 
+def test_a_unit_is_done_pending_running_failed_or_missing_by_records_queue_and_locks(tmp_path):
+    def unit(name):
+        run = {"run_id": name, "config_hash": "h", "out_dir": str(tmp_path),
+               "teacher_checkpoint": None}
+        return planning.Unit("nb", "classification", [{}], [run])
+
+    plan = planning.Plan("p", [unit(n) for n in ("done", "queued", "orphan", "gone", "held",
+                                                  "new")])
+    book = slurm.JobBook(tmp_path / "jobs.json")
+    for i, u in enumerate(plan.units[:5]):
+        book.add(u.key, str(i + 1))
+    lock = RunLock([RunBook(tmp_path, "held", "h").lock_path]).acquire()
+    try:
+        states = slurm.survey(plan, book, {"done": "complete"}, {
+            "1": ("COMPLETED", ""), "2": ("PENDING", "Dependency"),
+            "3": ("PENDING", slurm.NEVER), "5": ("FAILED", "")})
+    finally:
+        lock.release()
+    got = {u.run_ids[0]: (states[u.key].state, states[u.key].detail) for u in plan.units}
+    assert got["done"] == ("done", "") and got["queued"] == ("pending", "Dependency")
+    assert got["orphan"] == ("failed", slurm.NEVER)  # waits for a failed job: replaced
+    assert got["gone"] == ("failed", "ended") and got["new"] == ("missing", "")
+    assert got["held"][0] == "running" and f"process {os.getpid()}" in got["held"][1]
+    assert states[plan.units[4].key].job_id is None  # trained outside the study's jobs
+
+
 # -- the cost plan --------------------------------------------------------------------------------
 def _unit(notebook, methods, *, teacher="resnet32x4", student="resnet8x4", dataset="cifar100",
           batch_size=64, epochs=240, task="classification") -> planning.Unit:

@@ -13,8 +13,9 @@ Bookkeeping, under ``results/<profile>/slurm/``: ``plan.json`` (the plan last su
 ``logs/`` (submitit's folder: each job's pickles and logs). What a unit needs now is decided from
 the run records first (complete or diverged: done), then SLURM (squeue, or sacct once squeue has
 forgotten a job: pending or running), then the runs' locks (another process trains it); a unit
-whose last job ended without its records is failed, and is submitted again by the next submit,
-as is a unit never submitted. A pending or running unit is never submitted twice.
+whose last job ended without its records, or waits for a job that failed (SLURM keeps it pending
+forever), is failed and is submitted again by the next submit (the old job cancelled), as is a
+unit never submitted. A pending or running unit is never submitted twice.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ PENDING = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"
 RUNNING = ("RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "SIGNALING",
            "STAGE_OUT", "STOPPED")
 DONE = ("complete", "diverged")
+NEVER = "DependencyNeverSatisfied"  # pending forever: a job it waits for failed
 
 
 def slurm_dir(paths: StudyPaths) -> Path:
@@ -173,15 +175,16 @@ def survey(plan: Plan, book: JobBook, statuses: dict[str, str],
         state, reason = queue.get(job_id, ("", "")) if job_id else ("", "")
         if all(statuses.get(r) in DONE for r in unit.run_ids):
             out[unit.key] = UnitState("done", job_id)
-        elif state in PENDING:
+        elif state in PENDING and reason != NEVER:
             out[unit.key] = UnitState("pending", job_id, reason if reason != "None" else "")
         elif state in RUNNING:
             out[unit.key] = UnitState("running", job_id, "" if state == "RUNNING" else
                                       state.lower())
         elif holders := [h for h in map(_lock_holder, unit.runs) if h]:
             out[unit.key] = UnitState("running", None, holders[0])  # outside this study's jobs
-        elif job_id:
-            out[unit.key] = UnitState("failed", job_id, state or "ended")
+        elif job_id:  # ended without its records, or waits for a job that failed
+            out[unit.key] = UnitState("failed", job_id, reason if state in PENDING else
+                                      state or "ended")
         else:
             out[unit.key] = UnitState("missing")
     return out
@@ -194,7 +197,7 @@ def live_state(book_entry: dict | None, queue: dict) -> str:
         return ""
     state, reason = queue.get(book_entry["job_id"], ("ENDED", ""))
     if state in PENDING:
-        return "never" if reason == "DependencyNeverSatisfied" else "pending"
+        return "never" if reason == NEVER else "pending"
     return "running" if state in RUNNING else state
 
 
@@ -248,6 +251,9 @@ class Submitter:
         job_of = {k: s.job_id for k, s in states.items() if s.state in ("pending", "running")
                   and s.job_id}
         waiting = [u for u in plan.units if states[u.key].state in ("failed", "missing")]
+        for unit in waiting:  # still queued, waiting for a job that failed: replaced below
+            if states[unit.key].detail == NEVER:
+                self.cancel(states[unit.key].job_id)
         new: dict[str, str] = {}
         while waiting:
             ready, blocked = [], []

@@ -54,7 +54,8 @@ def print_status(plan: Plan, runner, out=print) -> None:
     report = runner.paths.root / "report.html"
     state = slurm.live_state(entry, queue)
     if entry:
-        out(f"notebooks and report: job {entry['job_id']} {state.lower()}")
+        words = {"never": "pending forever (a run job failed; the submit command replaces it)"}
+        out(f"notebooks and report: job {entry['job_id']} {words.get(state, state.lower())}")
         if state not in ("pending", "running", "COMPLETED"):
             path, tail = slurm.log_tail(folder / "logs", entry["job_id"])
             for line in tail[-6:]:
