@@ -4,6 +4,11 @@
 # What this study runs on: code version, software, devices; the dataset the profile trains on
 # (sizes, classes, normalisation, fingerprints, a few images); the recipe and literature tables;
 # and the teacher checkpoints, if a `cifar_teachers` folder is given. Nothing is trained here.
+#
+# Parameters come from the profile named in the parameters cell (`demo` by default: Run All
+# runs this notebook's part of the CPU demo); a value set there, or passed with papermill's
+# `-p NAME VALUE`, overrides the profile and the banner says so. `python -m ckd_lib.study
+# --profile demo --list` shows every resolved value.
 
 # %%
 import matplotlib.pyplot as plt
@@ -17,19 +22,19 @@ from ckd_lib.models import list_models
 from ckd_lib.study.teachers import CHECKPOINT_LAYOUT, all_teachers
 
 # %% tags=["parameters"]
-profile: str = "demo"  # profile name: results go to <results_dir>/<profile>
+profile: str = "demo"  # profile (notebooks/profiles/NAME.yaml) giving each parameter left None
 results_dir: str = "results"  # root of the results tree (relative paths: from the repository)
-dataset: str = "cifar100"  # dataset the profile trains on (the paper: cifar100)
-data_root: str = ""  # folder of the datasets ("": $CKD_DATA_ROOT, else <repository>/data)
-train_subset: int = 0  # training images the runs use, class-stratified (0: all)
-test_subset: int = 0  # test images the runs use (0: all)
-substitute: dict[str, str] = {}  # stand-in models, {recipe model: model trained} ({}: none)
-teachers_dir: str = ""  # mdistiller-style cifar_teachers folder to check ("": none)
+dataset: str = None  # dataset the profile trains on (the paper: cifar100)
+data_root: str = None  # folder of the datasets ("": $CKD_DATA_ROOT, else <repository>/data)
+train_subset: int = None  # training images the runs use, class-stratified (0: all)
+test_subset: int = None  # test images the runs use (0: all)
+data_seed: int = None  # seed drawing the subsets (the same images for every run seed)
+substitute: dict[str, str] = None  # stand-in models, {recipe model: model trained} ({}: none)
+teachers_dir: str = None  # mdistiller-style cifar_teachers folder to check ("": none)
 
 # %%
-settings = study.Settings(profile=profile, results_dir=results_dir, dataset=dataset,
-                          data_root=data_root, train_subset=train_subset,
-                          test_subset=test_subset, substitute=substitute)
+p = study.parameters("00_environment", globals())  # every parameter left at None: the profile's
+settings = study.Settings.from_parameters(p)
 settings.banner("Environment and data")
 
 # %% [markdown]
@@ -46,9 +51,9 @@ display(pd.Series(env, name="value").to_frame())
 
 # %%
 splits = {}
-for split, subset in (("train", train_subset), ("test", test_subset)):
-    splits[split] = load_dataset(dataset, split, data_root=data_root or None,
-                                 subset=subset or None, seed=0)
+for split, subset in (("train", p.train_subset), ("test", p.test_subset)):
+    splits[split] = load_dataset(p.dataset, split, data_root=p.data_root or None,
+                                 subset=subset or None, seed=p.data_seed)
 data_table = pd.DataFrame([{
     "split": split, "images": len(d.labels), "classes": d.num_classes,
     "per class (min-max)": f"{int(d.labels.bincount().min())}-{int(d.labels.bincount().max())}",
@@ -86,12 +91,12 @@ for teacher in all_teachers(settings.recipe_dataset):
     model = settings.model(teacher)
     published, source = study.literature_teacher(teacher, settings.recipe_dataset)
     row = {"teacher": teacher, "model": model, "published top-1": published, "source": source}
-    if teachers_dir:
-        path = study.resolve(teachers_dir) / CHECKPOINT_LAYOUT.format(model=model)
+    if p.teachers_dir:
+        path = study.resolve(p.teachers_dir) / CHECKPOINT_LAYOUT.format(model=model)
         row["checkpoint"] = str(path) if path.is_file() else "MISSING"
     rows.append(row)
 display(pd.DataFrame(rows))
-if not teachers_dir:
+if not p.teachers_dir:
     print("no cifar_teachers folder given: 10_teachers trains the teachers")
 
 # %%

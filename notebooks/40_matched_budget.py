@@ -9,6 +9,11 @@
 #
 # Each method keeps its own lr and batch size; only epochs, schedule and milestones move. The
 # own-schedule rows are the main tables' runs (shared with them, never recomputed).
+#
+# Parameters come from the profile named in the parameters cell (`demo` by default: Run All
+# runs this notebook's part of the CPU demo); a value set there, or passed with papermill's
+# `-p NAME VALUE`, overrides the profile and the banner says so. `python -m ckd_lib.study
+# --profile demo --list` shows every resolved value.
 
 # %%
 import pandas as pd
@@ -17,29 +22,28 @@ from IPython.display import display
 from ckd_lib import study
 
 # %% tags=["parameters"]
-profile: str = "demo"  # profile name: runs go to <results_dir>/<profile>/runs
+profile: str = "demo"  # profile (notebooks/profiles/NAME.yaml) giving each parameter left None
 results_dir: str = "results"  # root of the results tree (relative paths: from the repository)
-dataset: str = "cifar100"  # dataset the runs train on (the paper: cifar100)
-data_root: str = ""  # folder of the datasets ("": $CKD_DATA_ROOT, else <repository>/data)
-epoch_scale: float = 1.0  # multiplies every recipe's epochs, milestones, warm-up (1: published)
-train_subset: int = 0  # training images per run, class-stratified (0: all)
-test_subset: int = 0  # test images (0: all)
-substitute: dict[str, str] = {}  # stand-in models, {recipe model: model trained} ({}: none)
-pairs: list[str] = []  # recipe pairs "teacher->student" ([]: all eleven of both tables)
-methods: list[str] = ["KD", "DKD"]  # baselines to move onto CKD's schedule
-seeds: list[int] = [0, 1, 2, 3, 4]  # seeds of each cell
-devices: list[str] = []  # GPUs to spread the runs over, e.g. ["0", "1"] ([]: this process)
+dataset: str = None  # dataset the runs train on (the paper: cifar100)
+data_root: str = None  # folder of the datasets ("": $CKD_DATA_ROOT, else <repository>/data)
+epoch_scale: float = None  # multiplies every recipe's epochs, milestones, warm-up (1: published)
+train_subset: int = None  # training images per run, class-stratified (0: all)
+test_subset: int = None  # test images (0: all)
+data_seed: int = None  # seed drawing the subsets (the same images for every run seed)
+substitute: dict[str, str] = None  # stand-in models, {recipe model: model trained} ({}: none)
+pairs: list[str] = None  # recipe pairs "teacher->student" ([]: all eleven of both tables)
+methods: list[str] = None  # baselines to move onto CKD's schedule
+seeds: list[int] = None  # seeds of each cell
+devices: list[str] = None  # GPUs to spread the runs over, e.g. ["0", "1"] ([]: this process)
 
 # %%
-settings = study.Settings(profile=profile, results_dir=results_dir, dataset=dataset,
-                          data_root=data_root, epoch_scale=epoch_scale,
-                          train_subset=train_subset, test_subset=test_subset,
-                          substitute=substitute, devices=devices)
+p = study.parameters("40_matched_budget", globals())  # every parameter left at None: the profile's
+settings = study.Settings.from_parameters(p)
 settings.banner("Matched training budget")
-budget_pairs = study.table_pairs("all", pairs, settings.recipe_dataset)
+budget_pairs = study.table_pairs("all", p.pairs, settings.recipe_dataset)
 for teacher, student in budget_pairs:
     print("pair", settings.describe_pair(teacher, student))
-rows = study.matched_budget_rows(settings, budget_pairs, seeds, methods)
+rows = study.matched_budget_rows(settings, budget_pairs, p.seeds, p.methods)
 
 # %% [markdown]
 # ## Training (one line per epoch and student)

@@ -7,6 +7,11 @@
 # the batch size (with KD's loss for reference). All methods run the engine's objectives eagerly
 # in float32 on random CIFAR-shaped inputs, so only the methods differ. Times depend on the
 # device: the table says which one measured them.
+#
+# Parameters come from the profile named in the parameters cell (`demo` by default: Run All
+# runs this notebook's part of the CPU demo); a value set there, or passed with papermill's
+# `-p NAME VALUE`, overrides the profile and the banner says so. `python -m ckd_lib.study
+# --profile demo --list` shows every resolved value.
 
 # %%
 import pandas as pd
@@ -16,23 +21,26 @@ from ckd_lib import analysis, study
 from ckd_lib.analysis.plots import plot_efficiency
 
 # %% tags=["parameters"]
-profile: str = "demo"  # profile name: results go to <results_dir>/<profile>
+profile: str = "demo"  # profile (notebooks/profiles/NAME.yaml) giving each parameter left None
 results_dir: str = "results"  # root of the results tree (relative paths: from the repository)
-substitute: dict[str, str] = {}  # stand-in models, {recipe model: model trained} ({}: none)
-pair: str = "resnet32x4->resnet8x4"  # the recipe pair "teacher->student" to time
-methods: list[str] = ["CE", "KD", "DKD", "CKD"]  # methods to time
-batch_size: int = 64  # batch size of the timed iterations
-num_classes: int = 100  # classes of the logits (CIFAR-100: 100)
-steps: int = 50  # timed iterations per method (median reported)
-warmup: int = 10  # untimed iterations first
-loss_batch_sizes: list[int] = [32, 64, 128, 256, 512, 1024]  # batch sizes for the loss alone
-loss_repeats: int = 50  # timed repetitions of the loss per batch size
-device: str = "auto"  # device to measure on ("auto": CUDA if available, else CPU)
+dataset: str = None  # the dataset whose runs these costs are for (the report names it)
+substitute: dict[str, str] = None  # stand-in models, {recipe model: model trained} ({}: none)
+pair: str = None  # the recipe pair "teacher->student" to time
+methods: list[str] = None  # methods to time
+batch_size: int = None  # batch size of the timed iterations
+num_classes: int = None  # classes of the logits (CIFAR-100: 100)
+steps: int = None  # timed iterations per method (median reported)
+warmup: int = None  # untimed iterations first
+loss_batch_sizes: list[int] = None  # batch sizes for the loss alone
+loss_repeats: int = None  # timed repetitions of the loss per batch size
+device: str = None  # device to measure on ("auto": CUDA if available, else CPU)
 
 # %%
-settings = study.Settings(profile=profile, results_dir=results_dir, substitute=substitute)
+p = study.parameters("50_efficiency", globals())  # every parameter left at None: the profile's
+settings = study.Settings.from_parameters(p)
 settings.banner("Training cost")
-teacher, student = study.split_pair(pair)
+teacher, student = study.split_pair(p.pair)
+methods = p.methods or study.main_methods()
 print("pair", settings.describe_pair(teacher, student))
 
 # %% [markdown]
@@ -42,8 +50,8 @@ print("pair", settings.describe_pair(teacher, student))
 rows = []
 for method in methods:
     rows.append(analysis.time_training_step(
-        method, settings.model(teacher), settings.model(student), batch_size=batch_size,
-        num_classes=num_classes, device=device, steps=steps, warmup=warmup))
+        method, settings.model(teacher), settings.model(student), batch_size=p.batch_size,
+        num_classes=p.num_classes, device=p.device, steps=p.steps, warmup=p.warmup))
     print(f"{method}: {rows[-1]['ms_per_iter']:.1f} ms per iteration")
 table = pd.DataFrame(rows)
 reference = table.set_index("method")["ms_per_iter"].get("KD")
@@ -55,13 +63,13 @@ display(table)
 # ## The CKD loss alone against the batch size
 
 # %%
-loss_rows = analysis.time_loss(loss_batch_sizes, num_classes=num_classes, device=device,
-                               repeats=loss_repeats)
+loss_rows = analysis.time_loss(p.loss_batch_sizes, num_classes=p.num_classes, device=p.device,
+                               repeats=p.loss_repeats)
 display(pd.DataFrame(loss_rows).pivot(index="batch_size", columns="loss", values="ms"))
 
 # %%
 fig = plot_efficiency(rows, loss_rows, title=f"{settings.describe_pair(teacher, student)}, "
-                                             f"batch {batch_size}, {rows[0]['device']}")
+                                             f"batch {p.batch_size}, {rows[0]['device']}")
 settings.save_artifact("efficiency", data={
-    "pair": pair, "run_as": settings.describe_pair(teacher, student), "rows": rows,
+    "pair": p.pair, "run_as": settings.describe_pair(teacher, student), "rows": rows,
     "loss_rows": loss_rows}, figure=fig)

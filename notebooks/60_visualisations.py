@@ -8,6 +8,11 @@
 #   the heatmap shows |student − teacher| off the diagonal on a common scale (smaller: the
 #   student keeps the teacher's inter-class relations more closely);
 # - training curves: test top-1 and training loss per epoch.
+#
+# Parameters come from the profile named in the parameters cell (`demo` by default: Run All
+# runs this notebook's part of the CPU demo); a value set there, or passed with papermill's
+# `-p NAME VALUE`, overrides the profile and the banner says so. `python -m ckd_lib.study
+# --profile demo --list` shows every resolved value.
 
 # %%
 import numpy as np
@@ -20,40 +25,40 @@ from ckd_lib.data import load_dataset
 from ckd_lib.models import load_teacher
 
 # %% tags=["parameters"]
-profile: str = "demo"  # profile name: runs go to <results_dir>/<profile>/runs
+profile: str = "demo"  # profile (notebooks/profiles/NAME.yaml) giving each parameter left None
 results_dir: str = "results"  # root of the results tree (relative paths: from the repository)
-dataset: str = "cifar100"  # dataset the runs train on (the paper: cifar100)
-data_root: str = ""  # folder of the datasets ("": $CKD_DATA_ROOT, else <repository>/data)
-epoch_scale: float = 1.0  # multiplies every recipe's epochs, milestones, warm-up (1: published)
-train_subset: int = 0  # training images per run, class-stratified (0: all)
-test_subset: int = 0  # test images (0: all)
-substitute: dict[str, str] = {}  # stand-in models, {recipe model: model trained} ({}: none)
-pair: str = "resnet32x4->resnet8x4"  # the recipe pair "teacher->student" to show
-methods: list[str] = ["CE", "KD", "DKD", "CKD"]  # students to show
-seed: int = 0  # which seed's students
-tsne_points: int = 2000  # test images in the t-SNE, class-stratified (0: all)
-tsne_perplexity: float = 30.0  # t-SNE perplexity
-max_diff: float = 3.0  # top of the heatmaps' colour scale (mdistiller: 3.0)
-devices: list[str] = []  # GPUs to spread missing runs over ([]: this process)
+dataset: str = None  # dataset the runs train on (the paper: cifar100)
+data_root: str = None  # folder of the datasets ("": $CKD_DATA_ROOT, else <repository>/data)
+epoch_scale: float = None  # multiplies every recipe's epochs, milestones, warm-up (1: published)
+train_subset: int = None  # training images per run, class-stratified (0: all)
+test_subset: int = None  # test images (0: all)
+data_seed: int = None  # seed drawing the subsets (the same images for every run seed)
+substitute: dict[str, str] = None  # stand-in models, {recipe model: model trained} ({}: none)
+pair: str = None  # the recipe pair "teacher->student" to show
+methods: list[str] = None  # students to show
+seed: int = None  # which seed's students
+tsne_points: int = None  # test images in the t-SNE, class-stratified (0: all)
+tsne_perplexity: float = None  # t-SNE perplexity
+max_diff: float = None  # top of the heatmaps' colour scale (mdistiller: 3.0)
+devices: list[str] = None  # GPUs to spread missing runs over ([]: this process)
 
 # %%
-settings = study.Settings(profile=profile, results_dir=results_dir, dataset=dataset,
-                          data_root=data_root, epoch_scale=epoch_scale,
-                          train_subset=train_subset, test_subset=test_subset,
-                          substitute=substitute, devices=devices)
+p = study.parameters("60_visualisations", globals())  # every parameter left at None: the profile's
+settings = study.Settings.from_parameters(p)
 settings.banner("Visualisations")
-teacher, student = study.split_pair(pair)
+teacher, student = study.split_pair(p.pair)
+seed = p.seed
 title = settings.describe_pair(teacher, student)
 print("pair", title)
-rows = study.main_rows(settings, [(teacher, student)], methods, [seed])
+rows = study.main_rows(settings, [(teacher, student)], p.methods, [seed])
 records = settings.train([row.config for row in rows])
 
 # %% [markdown]
 # ## Outputs on the test set
 
 # %%
-test = load_dataset(dataset, "test", data_root=data_root or None, subset=test_subset or None,
-                    seed=seed)
+test = load_dataset(p.dataset, "test", data_root=p.data_root or None,
+                    subset=p.test_subset or None, seed=p.data_seed)
 teacher_model, _ = load_teacher(settings.model(teacher),
                                 settings.teacher_checkpoint(settings.model(teacher)),
                                 num_classes=test.num_classes)
@@ -70,13 +75,13 @@ display(pd.DataFrame([{"model": name, "test top-1": 100 * float(np.mean(
 # ## t-SNE of the student features
 
 # %%
-idx = analysis.stratified_sample(labels, tsne_points, seed=seed)
+idx = analysis.stratified_sample(labels, p.tsne_points, seed=seed)
 embeddings = {name: analysis.tsne_embedding(outputs[name]["features"][idx], seed=seed,
-                                            perplexity=tsne_perplexity)
+                                            perplexity=p.tsne_perplexity)
               for name in [row.name for row in rows]}
 fig = plot_tsne(embeddings, labels[idx], title=f"t-SNE of student features, {title}")
 settings.save_artifact("tsne", data={
-    "pair": pair, "run_as": title, "seed": seed, "labels": labels[idx].tolist(),
+    "pair": p.pair, "run_as": title, "seed": seed, "labels": labels[idx].tolist(),
     "runs": {row.name: rec["run_id"] for row, rec in zip(rows, records, strict=True)},
     "points": {name: np.round(e, 4).tolist() for name, e in embeddings.items()}}, figure=fig)
 
@@ -90,10 +95,10 @@ differences = {name: analysis.correlation_difference(outputs[name]["logits"],
                for name in [row.name for row in rows]}
 display(pd.DataFrame([{"student": n, "mean |diff|": d["mean"], "max |diff|": d["max"]}
                       for n, d in differences.items()]))
-fig = plot_correlation(differences, max_diff=max_diff,
+fig = plot_correlation(differences, max_diff=p.max_diff,
                        title=f"|class-mean logits student − teacher|, {title}")
 settings.save_artifact("correlation", data={
-    "pair": pair, "run_as": title, "seed": seed, "max_diff": max_diff,
+    "pair": p.pair, "run_as": title, "seed": seed, "max_diff": p.max_diff,
     "kind": "mean_logits", "students": {n: {"mean": d["mean"], "max": d["max"],
                                             "matrix": np.round(d["matrix"], 4).tolist()}
                                         for n, d in differences.items()}}, figure=fig)

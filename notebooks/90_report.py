@@ -1,16 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3 (ipykernel)
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # CKD: Contrastive Knowledge Distillation — study report
 #
@@ -31,14 +18,17 @@ from ckd_lib.report.detection import (
     detection_html,
     detection_table,
 )
+from ckd_lib.study.notebook import parameters
 
 # %% tags=["parameters"]
-profile: str = "demo"  # the profile whose run records are reported (results/<profile>/runs)
-results_dir: str = "results"  # the study's results folder (holds <profile>/runs and artifacts)
-paper_numbers_csv: str = ""  # CKD paper's own numbers ("": <results_dir>/paper_numbers.csv)
+profile: str = "demo"  # profile (notebooks/profiles/NAME.yaml) giving each parameter left None
+results_dir: str = "results"  # root of the results tree (relative paths: from the repository)
+paper_numbers_csv: str = None  # CKD paper's own numbers ("": <results_dir>/paper_numbers.csv)
 
 # %%
-report = prepare(profile, results_dir, paper_numbers_csv)
+p = parameters("90_report", globals())  # every parameter left at None: the profile's
+profile, results_dir = p.profile, p.results_dir
+report = prepare(profile, results_dir, p.paper_numbers_csv)
 study, tables = report.study, report.tables
 coco_runs = detection_frame(results_dir, profile)
 if not study.frame.empty or coco_runs.empty:

@@ -71,7 +71,7 @@ def test_coco_notebook_trains_teacher_then_students_and_the_report_shows_them(tm
     results_dir = tmp_path / "results"
     papermill.execute_notebook(
         str(source), str(executed), kernel_name="python3", progress_bar=False,
-        parameters={"profile": "tiny-coco", "results_dir": str(results_dir),
+        parameters={"profile": "coco_demo", "results_dir": str(results_dir),
                     "data_root": "shapes:train=6,val=3", "pairs": ["R101->R18"],
                     "methods": ["baseline", "ReviewKD+CKD"],
                     "teacher_checkpoints": {"R101": ""}, "substitute": {"R101": "R18"},
@@ -79,7 +79,7 @@ def test_coco_notebook_trains_teacher_then_students_and_the_report_shows_them(tm
                     "train_min_sizes": [64], "test_min_size": 64, "max_size": 96,
                     "roi_batch_per_image": 32, "student_weights": "none", "device": "cpu",
                     "amp": "off", "workers": 0, "log_every": 1, "checkpoint_every": 2})
-    frame = detection_frame(results_dir, "tiny-coco")
+    frame = detection_frame(results_dir, "coco_demo")
     assert sorted(zip(frame["label"], frame["method"], strict=True)) == [
         ("coco", "ReviewKD+CKD"), ("coco", "baseline"), ("coco teacher", "baseline")]
     teacher_run = frame[frame["label"] == "coco teacher"].iloc[0]

@@ -29,11 +29,11 @@ def test_imagenet_notebook_runs_torchrun_and_reads_records(tmp_path):
     executed = tmp_path / "executed.ipynb"
     papermill.execute_notebook(
         str(source), str(executed), kernel_name="python3", progress_bar=False,
-        parameters={"profile": "tiny-imagenet", "results_dir": str(tmp_path / "results"),
+        parameters={"profile": "imagenet_demo", "results_dir": str(tmp_path / "results"),
                     "data_root": str(data), "pairs": ["ResNet34->ResNet18"], "methods": ["CKD"],
                     "epoch_scale": 0.005, "batch_size": 4, "num_workers": 1,
                     "teacher_checkpoint": "untrained", "device": "cpu", "nproc_per_node": 1})
-    records = results.load_records(tmp_path / "results" / "tiny-imagenet" / "runs")
+    records = results.load_records(tmp_path / "results" / "imagenet_demo" / "runs")
     assert len(records) == 1
     record = records[0]
     assert record["config"]["dataset"] == "imagenet" and record["epochs_done"] == 1

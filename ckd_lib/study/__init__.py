@@ -21,6 +21,7 @@ What the notebooks leave for the report, besides the run records (``results/<pro
 
 import warnings
 
+from ckd_lib.methods import main_methods
 from ckd_lib.study.designs import (
     VARIANTS,
     Row,
@@ -28,6 +29,7 @@ from ckd_lib.study.designs import (
     main_rows,
     matched_budget_rows,
 )
+from ckd_lib.study.notebook import NotebookParameters, parameters
 from ckd_lib.study.params import ParameterError, notebook_parameters
 from ckd_lib.study.paths import StudyPaths, project_root, resolve
 from ckd_lib.study.plan import (
@@ -36,6 +38,7 @@ from ckd_lib.study.plan import (
     family,
     group_configs,
     pair_name,
+    print_banner,
     run_groups,
     scale_schedule,
     split_pair,
@@ -50,6 +53,7 @@ from ckd_lib.study.teachers import all_teachers, literature_teacher, prepare_tea
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 __all__ = [
+    "NotebookParameters",
     "VARIANTS",
     "ParameterError",
     "Row",
@@ -61,10 +65,13 @@ __all__ = [
     "family",
     "group_configs",
     "literature_teacher",
+    "main_methods",
     "main_rows",
     "matched_budget_rows",
     "notebook_parameters",
     "pair_name",
+    "parameters",
+    "print_banner",
     "prepare_teachers",
     "project_root",
     "resolve",

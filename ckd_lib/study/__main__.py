@@ -38,18 +38,24 @@ def select(names: list[str], available: list[str]) -> list[str]:
 
 
 def list_profile(runner: Runner) -> None:
+    """Every notebook of the profile with each parameter's resolved value and where it comes
+    from: what ``papermill -p profile NAME`` or Run All in JupyterLab would use."""
     profile = runner.profile
-    print(f"profile {profile.name} ({profile.path})")
+    chain = " -> ".join(p.name for p in reversed(profile.chain()))
+    print(f"profile {chain} ({profile.path})")
     if profile.description:
         print("  " + profile.description.strip().replace("\n", "\n  "))
+    if profile.plugins:
+        print(f"  plugins: {', '.join(profile.plugins)}")
     entries = runner.manifest()
     for job in runner.plan():
         state = "up to date" if runner.is_up_to_date(job, entries) else "to execute"
         print(f"\n{job.name} [{state}]")
         for name, param in job.declared.items():
             value = job.parameters.get(name, param.default)
-            mark = "" if name not in job.parameters else "  <- profile"
-            print(f"  {name}: {param.annotation} = {value!r}{mark}\n      {param.help}")
+            origin = "runner" if name in ("profile", "results_dir") else \
+                f"profile {profile.origin_of(job.name, name)}"
+            print(f"  {name}: {param.annotation} = {value!r}  <- {origin}\n      {param.help}")
 
 
 def main(argv: list[str] | None = None) -> int:

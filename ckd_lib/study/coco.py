@@ -37,8 +37,8 @@ from ckd_lib.study import planning
 from ckd_lib.study.paths import StudyPaths, resolve
 from ckd_lib.study.plan import StudyError
 
-__all__ = ["COCO_PAIRS", "coco_data_root", "detection_dir", "plan_students", "plan_teachers",
-           "run_detection"]
+__all__ = ["COCO_PAIRS", "coco_data_root", "coco_deviations", "detection_dir", "plan_students",
+           "plan_teachers", "run_detection"]
 
 COCO_PAIRS = ("R101->R18", "R101->R50", "R50->MobileNetV2")
 SHAPES = "shapes"
@@ -63,6 +63,24 @@ def coco_data_root(data_root: str, paths: StudyPaths) -> str:
         return str(resolve(data_root))
     base = os.environ.get("CKD_DATA_ROOT", "data")
     return str(resolve(Path(base) / "coco"))
+
+
+def coco_deviations(p) -> list[str]:
+    """How a notebook 80 run departs from the paper's setting, in words (empty: it does not)."""
+    departures = {k: v for k, v in dict(
+        data=p.data_root if p.data_root.startswith(SHAPES) else None,
+        iteration_scale=None if p.iteration_scale == 1.0 else p.iteration_scale,
+        images_per_batch=p.images_per_batch, train_min_sizes=p.train_min_sizes,
+        test_min_size=p.test_min_size, max_size=p.max_size,
+        roi_batch_per_image=p.roi_batch_per_image, train_limit=p.train_limit,
+        val_limit=p.val_limit, substitute=p.substitute,
+        student_weights=None if p.student_weights == "imagenet" else p.student_weights).items()
+        if v}
+    out = [f"{k}={v}" for k, v in departures.items()]
+    if departures.get("data"):
+        out.insert(0, "DATA: generated shapes in COCO's format, NOT MS-COCO; these numbers "
+                      "demonstrate the pipeline only")
+    return out
 
 
 def _pair(text: str) -> tuple[str, str]:

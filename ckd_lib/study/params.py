@@ -3,7 +3,8 @@
 papermill injects whatever it is given and accepts unknown names silently, so a typo in a profile
 would run a whole notebook with its defaults. Here every parameter a profile sets is checked,
 before anything runs, against the notebook's parameters cell: the name must be declared there, and
-the value must fit the declared annotation (``epochs: int = 3  # epochs per run``).
+the value must fit the declared annotation (``epochs: int = None  # epochs per run``). A default
+of None means "the profile's value" (``ckd_lib.study.notebook``).
 
 The cell is read with :mod:`ast`, not with papermill's regular expression, so that multi-line
 values parse; ``tests/test_notebooks.py`` checks that papermill's own inspection (what
@@ -115,7 +116,7 @@ def parse_parameters(source: str, where: str = "notebook") -> dict[str, Paramete
         if not help_text:
             raise ParameterError(f"{where}: parameter {name!r} needs a trailing comment that says "
                                  "what it does (papermill --help-notebook shows it)")
-        if not matches(default, annotation):
+        if default is not None and not matches(default, annotation):
             raise ParameterError(f"{where}: the default {default!r} of {name!r} does not fit its "
                                  f"annotation {annotation}")
         params[name] = Parameter(name, annotation, default, help_text)

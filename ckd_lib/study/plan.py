@@ -20,6 +20,7 @@ main table's label from both, so its label never depends on which notebook ran f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -111,8 +112,19 @@ class Settings:
     epoch_scale: float = 1.0
     train_subset: int = 0
     test_subset: int = 0
+    data_seed: int = 0
     substitute: dict = field(default_factory=dict)
     devices: list = field(default_factory=list)
+    # parameters given to the notebook explicitly rather than by its profile (the banner says so)
+    overrides: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_parameters(cls, params) -> Settings:
+        """The settings of a notebook's resolved parameters (``study.parameters``): the fields
+        the notebook declares, the others at their defaults (the paper's setting)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"overrides", "recipe_dataset"}
+        values = {k: v for k, v in params.values.items() if k in names}
+        return cls(**values, overrides=dict(params.overrides))
 
     def __post_init__(self):
         if not self.epoch_scale > 0:
@@ -168,27 +180,17 @@ class Settings:
         return out
 
     def banner(self, title: str) -> str:
-        """Print (and, in a notebook, display) what this notebook reproduces and how far the
-        profile's setting is from the paper's. Returns the text."""
-        lines = self.deviations()
-        head = f"{title} -- profile '{self.profile}'"
-        if not lines:
-            text = f"{head}\nSetting: the published recipes on {self.dataset}."
-            print(text)
-            return text
-        bar = "!" * 100
-        body = "\n".join(f"!! {line}" for line in lines)
-        text = f"{bar}\n!! {head}\n!! NOT THE PAPER'S SETTING:\n{body}\n{bar}"
-        print(text)
-        _display_alert(head, lines)
-        return text
+        """Print what this notebook reproduces, on which data, under which profile, with which
+        explicit overrides, and how far that is from the paper's setting. Returns the text."""
+        return print_banner(f"{title}, on {display_name(self.dataset)}", self.profile,
+                            self.deviations(), self.overrides)
 
     # -- configs -----------------------------------------------------------------------------------
     def _common(self, data: dict, seed: int, label: str) -> dict:
         data.update(dataset=self.dataset, seed=seed, label=label,
                     train_subset=self.train_subset or None, test_subset=self.test_subset or None,
-                    data_root=self.data_root or None, out_dir=str(self.paths.runs),
-                    progress=False)
+                    data_seed=self.data_seed, data_root=self.data_root or None,
+                    out_dir=str(self.paths.runs), progress=False)
         data["epochs"], data["milestones"] = scale_schedule(data["epochs"], data["milestones"],
                                                             self.epoch_scale)
         return data
@@ -343,21 +345,22 @@ class Settings:
             print("artifact:", path)
 
 
-def _display_alert(head: str, lines: list[str]) -> None:
-    """A red box in a notebook's output (nothing outside IPython)."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import HTML, display
-    except ImportError:
-        return
-    if get_ipython() is None:
-        return
-    import html
-
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
-    display(HTML(f'<div style="border:3px solid #c00;background:#fee;padding:8px;'
-                 f'color:#600"><b>{html.escape(head)}: NOT THE PAPER\'S SETTING</b>'
-                 f"<ul>{items}</ul></div>"))
+def print_banner(head: str, profile: str, deviations: list[str], overrides: dict) -> str:
+    """One banner per notebook (printed once: the executed notebook, its log and the terminal
+    all show the same text): what runs, the profile, the explicit overrides, and every departure
+    from the paper's setting, loudly. Returns the text."""
+    head = f"{head} -- profile '{profile}'"
+    given = [f"{k}={v!r}" for k, v in overrides.items()]
+    extra = [f"OVERRIDES (given explicitly, not the profile's): {', '.join(given)}"] if given \
+        else []
+    if not deviations:
+        text = "\n".join([head, "Setting: the published recipes of the paper."] + extra)
+    else:
+        bar = "!" * 100
+        body = "\n".join(f"!! {line}" for line in deviations + extra)
+        text = f"{bar}\n!! {head}\n!! NOT THE PAPER'S SETTING:\n{body}\n{bar}"
+    print(text)
+    return text
 
 
 # -- groups ------------------------------------------------------------------------------------

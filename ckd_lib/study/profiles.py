@@ -3,6 +3,7 @@
 A profile is a YAML file in ``notebooks/profiles/``::
 
     description: what this profile is for and what it costs
+    extends: paper               # optional: the profile whose values this one starts from
     report: 90_report            # optional: the notebook whose executed copy becomes report.html
     plugins: [my_method.py]      # optional: files or modules registering methods (relative
                                  # paths: from the repository root)
@@ -13,11 +14,21 @@ A profile is a YAML file in ``notebooks/profiles/``::
       20_same_arch:
         seeds: [0, 1]
     slurm:                       # optional: options of --executor slurm (partition, time_min,
-      partition: gpu             # gpus_per_task, ...; ckd_lib.study.slurm_options)
+      partition: gpu             # gpus_per_task, ...; ckd_lib.study.slurm_options), on top of
+                                 # those of the profile it extends
 
-``profile`` and ``results_dir`` are set by the runner, and ``devices`` by ``--devices``; a
-profile may not set the first two. Every name is checked against the notebooks' parameters cells
-before anything runs (``ckd_lib.study.params``).
+Why profiles are the source of every parameter: a notebook's parameters cell leaves them at
+None, and the notebook asks its profile for them (``ckd_lib.study.notebook``), so
+``python -m ckd_lib.study``, ``papermill -p profile X`` and Run All in JupyterLab compute the same
+runs. The root profiles (``paper`` for CIFAR-100, ``imagenet``, ``coco``) set every parameter of
+their notebooks: they *are* the paper's setting; every other profile ``extends`` one and states
+only how it departs from it. Resolution for a notebook, root first, then each profile down the
+chain: its ``common`` values (for parameters the notebook declares), then its own section.
+A profile without ``notebooks`` runs its parent's; with them, those, in its order.
+
+``profile`` and ``results_dir`` are set by the runner (or the notebook's caller) and ``devices``
+by ``--devices``; a profile may not set the first two. Every name is checked against the
+notebooks' parameters cells before anything runs (``ckd_lib.study.params``).
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from ckd_lib.study.paths import profiles_dir, resolve
 from ckd_lib.study.slurm_options import SlurmOptions
 from ckd_lib.yamlio import read_yaml
 
-TOP_KEYS = ("description", "report", "plugins", "common", "notebooks", "slurm")
+TOP_KEYS = ("description", "extends", "report", "plugins", "common", "notebooks", "slurm")
 RESERVED = ("profile", "results_dir")
 
 
@@ -44,6 +55,28 @@ class Profile:
     report: str | None = None
     plugins: list[str] = field(default_factory=list)
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    parent: Profile | None = None
+
+    def chain(self) -> list[Profile]:
+        """The profiles this one is built from, root first, this one last."""
+        return (self.parent.chain() if self.parent else []) + [self]
+
+    def values_for(self, notebook: str, declared) -> dict:
+        """The parameters of ``notebook`` this profile (and the ones it extends) sets: for each
+        profile from the root down, its ``common`` values the notebook declares, then its own
+        section of the notebook (unknown names are kept, so that checking can name them)."""
+        values: dict = {}
+        for level in self.chain():
+            values.update({k: v for k, v in level.common.items() if k in declared})
+            values.update(level.notebooks.get(notebook) or {})
+        return values
+
+    def origin_of(self, notebook: str, name: str) -> str:
+        """Which profile of the chain gives ``name`` its value for ``notebook``."""
+        for level in reversed(self.chain()):
+            if name in (level.notebooks.get(notebook) or {}) or name in level.common:
+                return level.name
+        return "-"
 
 
 def available_profiles(folder: Path | None = None) -> list[str]:
@@ -51,7 +84,8 @@ def available_profiles(folder: Path | None = None) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
-def load_profile(name_or_path: str | Path, folder: Path | None = None) -> Profile:
+def load_profile(name_or_path: str | Path, folder: Path | None = None,
+                 _seen: tuple[str, ...] = ()) -> Profile:
     """A profile by name (``notebooks/profiles/<name>.yaml``) or by path to a YAML file."""
     folder = folder or profiles_dir()
     text = str(name_or_path)
@@ -66,8 +100,21 @@ def load_profile(name_or_path: str | Path, folder: Path | None = None) -> Profil
     unknown = sorted(set(data) - set(TOP_KEYS))
     if unknown:
         raise ParameterError(f"{where}: unknown key(s) {unknown}; accepted: {list(TOP_KEYS)}")
-    notebooks = data.get("notebooks") or {}
+    parent = None
+    extends = data.get("extends")
+    if extends is not None:
+        if not isinstance(extends, str) or not extends:
+            raise ParameterError(f"{where}: 'extends' must name a profile, got {extends!r}")
+        if path.stem in _seen or extends in _seen + (path.stem,):
+            raise ParameterError(f"{where}: 'extends: {extends}' makes a cycle "
+                                 f"({' -> '.join(_seen + (path.stem, extends))})")
+        base = path.parent / f"{extends}.yaml" if text.endswith((".yaml", ".yml")) and \
+            (path.parent / f"{extends}.yaml").is_file() else extends
+        parent = load_profile(base, folder, _seen + (path.stem,))
+    notebooks = data.get("notebooks")
     common = data.get("common") or {}
+    if notebooks is None and parent is not None:
+        notebooks = {n: {} for n in parent.notebooks}
     if not isinstance(notebooks, dict) or not notebooks:
         raise ParameterError(f"{where}: 'notebooks' must map notebook names to parameters")
     if not isinstance(common, dict):
@@ -81,7 +128,7 @@ def load_profile(name_or_path: str | Path, folder: Path | None = None) -> Profil
         if reserved:
             raise ParameterError(f"{where}, {scope}: {reserved} are set by the runner "
                                  f"(--profile, --results-dir), not by a profile")
-    report = data.get("report")
+    report = data.get("report", parent.report if parent else None)
     if report is not None and report not in notebooks:
         raise ParameterError(f"{where}: report notebook {report!r} is not among its notebooks "
                              f"{list(notebooks)}")
@@ -90,7 +137,11 @@ def load_profile(name_or_path: str | Path, folder: Path | None = None) -> Profil
         raise ParameterError(f"{where}: 'plugins' must be a list of files or module names, got "
                              f"{plugins!r}")
     plugins = [str(resolve(p)) if p.endswith(".py") else p for p in plugins]
-    slurm = SlurmOptions.from_mapping(data.get("slurm"), f"{where}, slurm")
+    inherited = parent.plugins if parent else []
+    # the cluster options of the profile it extends, with this one's on top
+    slurm = SlurmOptions.from_mapping(data.get("slurm"), f"{where}, slurm",
+                                      base=parent.slurm if parent else None)
     return Profile(name=path.stem, path=path, description=str(data.get("description", "")),
                    common=common, notebooks={n: dict(p or {}) for n, p in notebooks.items()},
-                   report=report, plugins=plugins, slurm=slurm)
+                   report=report, plugins=list(dict.fromkeys(inherited + plugins)),
+                   slurm=slurm, parent=parent)

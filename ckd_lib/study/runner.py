@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import shutil
 import sys
 import time
@@ -44,14 +45,33 @@ MANIFEST = "manifest.json"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
+def language_info() -> dict:
+    """What the python3 kernel reports about its language: JupyterLab writes it into a notebook's
+    metadata when the kernel starts, so a notebook that lacks it opens already "modified"."""
+    try:
+        from ipykernel.ipkernel import IPythonKernel
+
+        return dict(IPythonKernel.language_info)
+    except ImportError:
+        return {"name": "python", "version": platform.python_version(),
+                "mimetype": "text/x-python", "codemirror_mode": {"name": "ipython", "version": 3},
+                "pygments_lexer": "ipython3", "nbconvert_exporter": "python",
+                "file_extension": ".py"}
+
+
 @dataclass
 class Job:
-    """One notebook of a profile, with its resolved, checked parameters."""
+    """One notebook of a profile, with its resolved, checked parameters (passed to papermill:
+    the notebook resolves the same values from its profile, so they are no overrides there)."""
 
     name: str
     source: Path
     parameters: dict
     declared: dict[str, Parameter]
+
+    @property
+    def runner_set(self) -> set[str]:
+        return {"profile", "results_dir", "devices"} & set(self.parameters)
 
     @property
     def source_sha256(self) -> str:
@@ -76,38 +96,47 @@ class Tee:
 
 def resolve_parameters(profile: Profile, declared: dict[str, dict[str, Parameter]],
                        results_dir: str, devices: list[str] | None) -> dict[str, dict]:
-    """Each notebook's parameters: the runner's (profile, results_dir, devices), the profile's
-    ``common`` ones the notebook declares, then its own. Raises a :class:`ParameterError` that
-    lists every problem of the profile at once."""
+    """Each notebook's parameters as the notebook itself will resolve them
+    (``ckd_lib.study.notebook``): the profile chain's values, then the runner's (profile,
+    results_dir, devices). Raises a :class:`ParameterError` that lists every problem of the
+    profile at once: unknown names, wrong types, parameters no profile of the chain sets."""
     problems = []
-    used_common = set()
     out = {}
-    for name, own in profile.notebooks.items():
+    for name in profile.notebooks:
         params = declared[name]
-        values = {}
-        if "profile" in params:
-            values["profile"] = profile.name
-        if "results_dir" in params:
-            values["results_dir"] = str(results_dir)
-        for key, value in profile.common.items():
-            if key in params:
-                values[key] = value
-                used_common.add(key)
-        values.update(own)
-        if devices is not None and "devices" in params:
-            values["devices"] = list(devices)
+        values = profile.values_for(name, params)
+        values.update(runner_values(params, profile.name, results_dir, devices))
         try:
             check_parameters(values, params, name, origin=f"profile {profile.name}")
         except ParameterError as error:
             problems.append(str(error))
+        missing = [k for k in params if values.get(k, params[k].default) is None]
+        if missing:
+            chain = " -> ".join(p.name for p in reversed(profile.chain()))
+            problems.append(f"profile {chain}, notebook {name}: no value for {missing}")
         out[name] = values
-    unused = sorted(set(profile.common) - used_common)
+    used = {k for name in profile.notebooks for k in declared[name]}
+    unused = sorted({k for level in profile.chain() for k in level.common} - used)
     if unused:
         problems.append(f"profile {profile.name}, common: parameter(s) {unused} are declared by "
                         f"none of its notebooks {list(profile.notebooks)}")
     if problems:
         raise ParameterError("\n".join(problems))
     return out
+
+
+def runner_values(declared: dict, profile: str, results_dir: str,
+                  devices: list[str] | None) -> dict:
+    """What the runner passes to a notebook explicitly: its profile and results folder, and the
+    devices of ``--devices``; the notebook resolves everything else from the profile."""
+    values = {}
+    if "profile" in declared:
+        values["profile"] = profile
+    if "results_dir" in declared:
+        values["results_dir"] = str(results_dir)
+    if devices is not None and "devices" in declared:
+        values["devices"] = list(devices)
+    return values
 
 
 def _now() -> str:
@@ -305,6 +334,7 @@ def sync_paired_notebook(source: Path, nb: nbformat.NotebookNode | None = None) 
 
     nb = nb if nb is not None else read_notebook(source)
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata["language_info"] = language_info()
     target = source.with_suffix(".ipynb")
     if target.is_file():
         try:
@@ -313,7 +343,8 @@ def sync_paired_notebook(source: Path, nb: nbformat.NotebookNode | None = None) 
             old = None
         if old is not None:
             if [(c.cell_type, c.source) for c in old.cells] == \
-                    [(c.cell_type, c.source) for c in nb.cells]:
+                    [(c.cell_type, c.source) for c in nb.cells] and \
+                    old.metadata.get("language_info") == nb.metadata["language_info"]:
                 return target
             if target.stat().st_mtime > source.stat().st_mtime:
                 # edited as .ipynb without jupytext's pairing: keep those edits somewhere

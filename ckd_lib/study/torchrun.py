@@ -22,7 +22,38 @@ from ckd_lib.config import RunConfig
 from ckd_lib.methods import get_method
 from ckd_lib.recipes import all_recipes
 from ckd_lib.study import planning
+from ckd_lib.study.paths import resolve
 from ckd_lib.study.plan import StudyError, group_configs, scale_schedule, split_pair
+
+GENERATED = "generated"
+
+
+def folder_data_root(data_root: str, dataset: str, paths) -> str:
+    """The folder holding ``<dataset>/{train,val}``: a path; "" for the default data root; or
+    "generated", a small generated JPEG set under the profile (demos and smoke runs)."""
+    if data_root == GENERATED:
+        from ckd_lib.data.demo_folder import make_demo_imagefolder
+
+        return str(make_demo_imagefolder(paths.root / "data", dataset))
+    return str(resolve(data_root)) if data_root else ""
+
+
+def folder_deviations(p) -> list[str]:
+    """How a notebook 70 run departs from the paper's setting, in words (empty: it does not)."""
+    out = []
+    if p.data_root == GENERATED:
+        out.append(f"DATA: a generated four-class JPEG folder, NOT {p.dataset}; these numbers "
+                   "demonstrate the pipeline only")
+    if p.epoch_scale != 1.0:
+        out.append(f"SCHEDULE: every recipe shortened x{p.epoch_scale:g}")
+    if p.train_subset or p.test_subset:
+        out.append(f"DATA SUBSETS: {p.train_subset or 'all'} training and "
+                   f"{p.test_subset or 'all'} validation images")
+    if p.teacher_checkpoint not in ("", "torchvision"):
+        out.append(f"TEACHER: {p.teacher_checkpoint} instead of torchvision's pretrained weights")
+    if p.batch_size:
+        out.append(f"BATCH: {p.batch_size} instead of the recipe's")
+    return out
 
 
 def folder_pairs(dataset: str, selected: list[str] | tuple[str, ...] = ()) -> list[tuple]:
