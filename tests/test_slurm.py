@@ -80,6 +80,9 @@ def test_slurm_options_name_the_bad_key_and_what_is_accepted(tmp_path):
     assert "gpus_per_node" not in SlurmOptions(gpus_per_task=0).sbatch_parameters(1, "cpu")
     with pytest.raises(ParameterError, match="--slurm expects KEY=VALUE"):
         options.with_overrides(["time_min"])
+    child = tmp_path / "child.yaml"  # a profile's options extend those of its parent
+    child.write_text("extends: p\nslurm:\n  time_min: 60\n")
+    assert (load_profile(child).slurm.partition, load_profile(child).slurm.time_min) == ("gpu", 60)
 
 
 def test_bad_cluster_options_end_the_command_in_one_line_before_any_submission(tmp_path):
