@@ -5,10 +5,13 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PROFILE ?= demo
 DEVICES ?=
-STUDY = $(PYTHON) -m ckd_lib.study --profile $(PROFILE) $(if $(DEVICES),--devices $(DEVICES))
+EXECUTOR ?= local
+SLURM ?=
+STUDY = $(PYTHON) -m ckd_lib.study --profile $(PROFILE) --executor $(EXECUTOR) \
+	$(if $(DEVICES),--devices $(DEVICES)) $(foreach option,$(SLURM),--slurm $(option))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint reproduce bench clean notebooks environment teachers same-arch \
+.PHONY: help setup test lint reproduce plan status bench clean notebooks environment teachers same-arch \
 	cross-arch ablations budget efficiency visualisations imagenet coco coco-demo report
 
 help: ## List the targets with one line each
@@ -30,8 +33,14 @@ test: setup ## Run the test suite (sets up first if needed)
 lint: setup ## Run ruff over the project
 	$(VENV)/bin/ruff check .
 
-reproduce: setup ## Run PROFILE (default demo), then results/report.html (DEVICES=0,1 spreads runs)
+reproduce: setup ## Run PROFILE (default demo), then results/report.html (DEVICES=0,1 spreads runs; EXECUTOR=slurm submits to SLURM)
 	$(STUDY)
+
+plan: setup ## Runs, epochs and estimated GPU-hours of PROFILE, per notebook; runs nothing
+	$(PYTHON) -m ckd_lib.study --profile $(PROFILE) --plan
+
+status: setup ## Done / running / pending / failed per run of PROFILE (records and SLURM)
+	$(PYTHON) -m ckd_lib.study --profile $(PROFILE) --status
 
 notebooks: setup ## Write notebooks/*.ipynb from the .py scripts (to open in JupyterLab)
 	$(PYTHON) -m ckd_lib.study --sync-notebooks
@@ -53,10 +62,12 @@ efficiency: setup ## Only time per iteration and memory by method (50)
 visualisations: setup ## Only t-SNE, correlation heatmaps, training curves (60)
 	$(STUDY) --only 60_visualisations
 imagenet: setup ## The ImageNet profile (70, torchrun over the GPUs, then its report)
-	$(PYTHON) -m ckd_lib.study --profile imagenet
+	$(PYTHON) -m ckd_lib.study --profile imagenet --executor $(EXECUTOR) \
+		$(foreach option,$(SLURM),--slurm $(option))
 
 coco: setup ## The MS-COCO profile (80, torchrun over the GPUs, then its report)
-	$(PYTHON) -m ckd_lib.study --profile coco
+	$(PYTHON) -m ckd_lib.study --profile coco --executor $(EXECUTOR) \
+		$(foreach option,$(SLURM),--slurm $(option))
 
 coco-demo: setup ## The COCO pipeline on generated shapes, on the CPU, then its report
 	$(PYTHON) -m ckd_lib.study --profile coco_demo

@@ -318,6 +318,11 @@ def test_study_runner_refusals(tmp_path):
             "'plugins'", "list")
 
 
+def test_an_unknown_executor_is_refused_naming_the_accepted_ones():
+    refused(run("ckd_lib.study", "--profile", "tiny", "--executor", "pbs"), "'pbs'",
+            "local, slurm")  # the slurm: options: tests/test_slurm.py
+
+
 # -- hostile pickles: nothing the project loads from disk runs code -------------------------------
 def test_a_hostile_resume_checkpoint_is_refused_without_running_it(tmp_path):
     config_file = tiny_config(tmp_path, epochs=2)

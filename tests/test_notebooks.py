@@ -16,8 +16,6 @@ from papermill.translators import PythonTranslator
 
 from ckd_lib import results
 from ckd_lib.study.params import notebook_parameters, parameters_cell, read_notebook
-from ckd_lib.study.profiles import load_profile
-from ckd_lib.study.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -56,17 +54,11 @@ def test_notebooks_are_paired_by_jupytext(path):
 
 
 @pytest.mark.notebooks
-def test_every_notebook_executes_on_the_tiny_profile(tmp_path):
-    profile = load_profile("tiny")
+def test_every_notebook_executes_on_the_tiny_profile(tiny_study):
+    profile, runner, lines = tiny_study.runner.profile, tiny_study.runner, tiny_study.lines
     assert [n for n in STUDY_NOTEBOOKS if n not in profile.notebooks] == []
-    lines = []
-    log = open(tmp_path / "kernel.log", "w")
-    runner = Runner(profile, results_dir=str(tmp_path), log=lines.append, stdout=log,
-                    stderr=log, sync_pairs=False)
-    code = runner.run()
-    log.close()
-    kernel_output = (tmp_path / "kernel.log").read_text()
-    assert code == 0, "\n".join(lines) + kernel_output[-5000:]
+    tmp_path, kernel_output = tiny_study.results_dir, tiny_study.kernel_output
+    assert tiny_study.code == 0, "\n".join(lines) + kernel_output[-5000:]
     root = tmp_path / "tiny"
     for name in profile.notebooks:
         executed = nbformat.read(root / "executed" / f"{name}.ipynb", as_version=4)

@@ -18,6 +18,9 @@ EPILOG = """examples:
   python -m ckd_lib.study --profile paper --devices 0,1,2,3
   python -m ckd_lib.study --profile quick --list          # notebooks, parameters, status
   python -m ckd_lib.study --sync-notebooks                # write the paired .ipynb files
+  python -m ckd_lib.study --profile paper --plan          # runs, epochs, GPU-hours; runs nothing
+  python -m ckd_lib.study --profile paper --executor slurm --slurm partition=gpu
+  python -m ckd_lib.study --profile paper --status        # done / running / pending / failed
 """
 
 
@@ -80,10 +83,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="root of the results tree (default: results)")
     parser.add_argument("--sync-notebooks", action="store_true",
                         help="write notebooks/<name>.ipynb from every <name>.py and exit")
+    parser.add_argument("--executor", default="local",
+                        help="local: train here (--devices spreads runs over GPUs; the "
+                             "default); slurm: submit one job per group of runs through "
+                             "submitit and return (run it again later: it submits what failed "
+                             "and builds the report once every run is done)")
+    parser.add_argument("--slurm", action="append", metavar="KEY=VALUE", default=[],
+                        help="a cluster option over the profile's slurm: section (partition, "
+                             "account, qos, time_min, gpus_per_task, cpus_per_task, mem_gb, "
+                             "constraint, sbatch, setup, ...); repeatable")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the runs, epochs and estimated GPU-hours per notebook from "
+                             "the measured step times in benchmarks/; run nothing")
+    parser.add_argument("--status", action="store_true",
+                        help="print done / running / pending / failed per run (records and "
+                             "SLURM), with the log of failed jobs; run nothing")
     parser.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE", default=[],
                         help="load a file or module that registers methods (besides the "
                              "profile's plugins); repeatable")
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     return run_cli(lambda: _run(args))
 
 
@@ -94,7 +113,14 @@ def _run(args: argparse.Namespace) -> int:
         for source in sorted(notebooks_dir().glob("[0-9]*.py")):
             print(sync_paired_notebook(source))
         return 0
+    from ckd_lib.study import executor
+
+    kind = executor.check_executor(args.executor)
     profile = load_profile(args.profile)
+    options = profile.slurm.with_overrides(args.slurm)  # checked before anything is submitted
+    if kind == "slurm" and args.devices is not None:
+        raise ParameterError("--devices spreads runs over this machine's GPUs (--executor "
+                             "local); on SLURM the profile's slurm: section sets the resources")
     # loaded here and exported in CKD_PLUGINS, so the notebooks' kernels and workers load them
     load_plugins(profile.plugins + args.plugin)
     devices = parse_devices(args.devices) if args.devices is not None else None
@@ -107,6 +133,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.check:
         print(f"profile {profile.name}: parameters of {len(jobs)} notebook(s) are valid")
         return 0
+    if args.plan:
+        return executor.show_plan(runner, only)
+    if args.status:
+        return executor.show_status(runner, only)
+    if kind == "slurm":
+        return executor.submit(runner, options, only, args.argv)
     return runner.run(only)
 
 

@@ -33,6 +33,7 @@ from ckd_lib.detection.config import (
 )
 from ckd_lib.detection.shapes import make_shapes_dataset
 from ckd_lib.recipes import get_recipe
+from ckd_lib.study import planning
 from ckd_lib.study.paths import StudyPaths, resolve
 from ckd_lib.study.plan import StudyError
 
@@ -197,7 +198,11 @@ def run_detection(configs: list[DetectionConfig], nproc_per_node: int = 1,
 
     One process runs them in turn in this kernel; ``nproc_per_node > 1`` starts one
     ``torchrun`` job per config (its YAML is written to ``config_dir``) and reads its record.
+    In plan mode (``ckd_lib.study.planning``) each config is recorded as one job; nothing runs.
     """
+    if planning.active():
+        return planning.record([[c] for c in configs], task="detection",
+                               processes=nproc_per_node)
     from ckd_lib.detection.engine import train_detection
 
     records = []

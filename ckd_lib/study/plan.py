@@ -32,6 +32,7 @@ from ckd_lib.data.catalog import dataset_base, display_name
 from ckd_lib.errors import UserError
 from ckd_lib.methods import get_method
 from ckd_lib.models.registry import family
+from ckd_lib.study import planning
 from ckd_lib.study.paths import StudyPaths, resolve
 
 PAPER_DATASET = "cifar100"
@@ -262,7 +263,11 @@ class Settings:
         return path
 
     def teacher_checkpoint(self, model: str) -> str:
-        """Checkpoint of teacher ``model`` on this dataset (from the index 10_teachers writes)."""
+        """Checkpoint of teacher ``model`` on this dataset (from the index 10_teachers writes;
+        in plan mode, where the planned teacher run will write it)."""
+        planned = planning.planned_teacher(self.dataset, model)
+        if planned:
+            return planned
         for entry in self.teacher_entries():
             if entry["dataset"] == self.dataset and entry["model"] == model:
                 if not Path(entry["checkpoint"]).is_file():
@@ -285,6 +290,8 @@ class Settings:
         output, left out of every table and listed as diverged by the report.
         """
         configs = list(configs)
+        if planning.active():  # collecting a plan (ckd_lib.study.planning): record, train nothing
+            return planning.record(group_configs(configs))
         for config in configs:
             config.validate()
         first: dict[str, RunConfig] = {}

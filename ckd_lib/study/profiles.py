@@ -13,6 +13,9 @@ A profile is a YAML file in ``notebooks/profiles/``::
       00_environment: {}
       20_same_arch:
         seeds: [0, 1]
+    slurm:                       # optional: options of --executor slurm (partition, time_min,
+      partition: gpu             # gpus_per_task, ...; ckd_lib.study.slurm_options), on top of
+                                 # those of the profile it extends
 
 Why profiles are the source of every parameter: a notebook's parameters cell leaves them at
 None, and the notebook asks its profile for them (``ckd_lib.study.notebook``), so
@@ -35,9 +38,10 @@ from pathlib import Path
 
 from ckd_lib.study.params import ParameterError
 from ckd_lib.study.paths import profiles_dir, resolve
+from ckd_lib.study.slurm_options import SlurmOptions
 from ckd_lib.yamlio import read_yaml
 
-TOP_KEYS = ("description", "extends", "report", "plugins", "common", "notebooks")
+TOP_KEYS = ("description", "extends", "report", "plugins", "common", "notebooks", "slurm")
 RESERVED = ("profile", "results_dir")
 
 
@@ -50,6 +54,7 @@ class Profile:
     notebooks: dict[str, dict] = field(default_factory=dict)
     report: str | None = None
     plugins: list[str] = field(default_factory=list)
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
     parent: Profile | None = None
 
     @property
@@ -142,7 +147,10 @@ def load_profile(name_or_path: str | Path, folder: Path | None = None,
                              f"{plugins!r}")
     plugins = [str(resolve(p)) if p.endswith(".py") else p for p in plugins]
     inherited = parent.plugins if parent else []
+    # the cluster options of the profile it extends, with this one's on top
+    slurm = SlurmOptions.from_mapping(data.get("slurm"), f"{where}, slurm",
+                                      base=parent.slurm if parent else None)
     return Profile(name=path.stem, path=path, description=str(data.get("description", "")),
                    common=common, notebooks={n: dict(p or {}) for n, p in notebooks.items()},
                    report=report, plugins=list(dict.fromkeys(inherited + plugins)),
-                   parent=parent)
+                   slurm=slurm, parent=parent)

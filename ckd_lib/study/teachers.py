@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from ckd_lib import recipes
+from ckd_lib.study import planning
 from ckd_lib.study.plan import PAPER_DATASET, Settings, StudyError
 
 CHECKPOINT_LAYOUT = "{model}_vanilla/ckpt_epoch_240.pth"  # RepDistiller / mdistiller teachers
@@ -67,6 +68,8 @@ def prepare_teachers(settings: Settings, teachers: list[str], seed: int = 0,
     """
     from ckd_lib.models import file_sha256
 
+    if planning.active():
+        return plan_teachers(settings, teachers, seed, teachers_dir, train_missing)
     by_model: dict[str, str] = {}
     for name in teachers:
         by_model.setdefault(settings.model(name), name)
@@ -108,6 +111,32 @@ def prepare_teachers(settings: Settings, teachers: list[str], seed: int = 0,
         entry["literature_top1"], entry["literature_source"] = published, source
         entry["verdict"] = verdict(settings, entry, published, tolerance)
     settings.record_teachers(entries)
+    return entries
+
+
+def plan_teachers(settings: Settings, teachers: list[str], seed: int = 0, teachers_dir: str = "",
+                  train_missing: bool = True) -> list[dict]:
+    """Plan mode of :func:`prepare_teachers` (``ckd_lib.study.planning``): where each teacher's
+    checkpoint is (a loaded one, not evaluated now) or will be (the teacher run's model, whose
+    run is recorded), so that the students' configs can be planned before any teacher exists."""
+    entries, configs = [], []
+    for name in teachers:
+        model = settings.model(name)
+        if any(e["model"] == model for e in entries):
+            continue
+        path = Path(teachers_dir) / CHECKPOINT_LAYOUT.format(model=model) if teachers_dir else None
+        if path is not None and path.is_file():
+            checkpoint = str(path.resolve())
+        elif path is not None and not train_missing:
+            raise StudyError(f"teacher {model}: no checkpoint at {path} and train_missing is "
+                             f"false")
+        else:
+            configs.append(settings.teacher_config(name, seed=seed))
+            checkpoint = planning.model_path(configs[-1].out_dir, configs[-1].run_id())
+        entries.append({"dataset": settings.dataset, "model": model, "recipe": name,
+                        "checkpoint": checkpoint})
+    planning.add_teachers(entries)
+    settings.train(configs)
     return entries
 
 

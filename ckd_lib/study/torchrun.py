@@ -21,6 +21,7 @@ from ckd_lib import results
 from ckd_lib.config import RunConfig
 from ckd_lib.methods import get_method
 from ckd_lib.recipes import all_recipes
+from ckd_lib.study import planning
 from ckd_lib.study.paths import resolve
 from ckd_lib.study.plan import StudyError, group_configs, scale_schedule, split_pair
 
@@ -108,7 +109,10 @@ def folder_configs(dataset: str, pairs, methods, seeds, *, out_dir: str, data_ro
 
 def launch(configs: list[RunConfig], nproc_per_node: int, work_dir: Path,
            log: Callable[[str], None] = print) -> list[dict]:
-    """Run each group under torchrun (unless all its records exist) and return every record."""
+    """Run each group under torchrun (unless all its records exist) and return every record.
+    In plan mode (``ckd_lib.study.planning``) the groups are recorded and nothing runs."""
+    if planning.active():
+        return planning.record(group_configs(configs), processes=nproc_per_node)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     for group in group_configs(configs):

@@ -1,0 +1,204 @@
+"""The cost plan (``--plan``): runs, epochs or iterations, and GPU-hours, before any submission.
+
+GPU-hours come only from measurements committed in ``benchmarks/`` (``benchmarks/RESULTS.md``
+describes them), read from their JSON files:
+
+- ``bench_h200_run2.json`` (``python -m ckd_lib.bench``): resnet32x4 -> resnet8x4 at batch 64 on
+  CIFAR-100-sized data, the engine's fast path, with 1 and with 3 students sharing the teacher,
+  training and evaluation seconds per epoch (run 2: the engine as it is, each student of a group
+  on its own CUDA stream; run 1 predates that);
+- ``imagenet_h200.json``: ResNet34 -> ResNet18 at batch 512, the engine end to end with the PIL
+  DataLoader (images per second, training only), one student.
+
+A job (a unit of the plan: a group of students sharing a teacher, or one detection run) has a
+measured cost only when its dataset, teacher, students and batch size are those of a
+measurement and its methods are logit losses (the measurement is CKD's step; KD and DKD differ
+from it only in the loss; feature methods such as ReviewKD, students without a teacher, other
+pairs and batch sizes are not measured). Its GPU-hours: epochs x (training images x the measured
+seconds per image + the measured evaluation seconds per epoch), for k students sharing the
+teacher between the measured 1- and 3-student figures (straight line; more students than were
+measured: not measured); the image rate is
+per GPU, so a job on N GPUs is assumed to scale linearly (N times faster, the same GPU-hours).
+Everything else is counted (runs, epochs, iterations) and marked as not measured: no figure is
+made up for it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ckd_lib.data.catalog import dataset_base, split_sizes
+from ckd_lib.study.paths import project_root
+from ckd_lib.study.planning import Plan, Unit
+
+IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1K's training set (benchmarks/RESULTS.md)
+MARK = "n/m"  # no measurement
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A measured training speed of one pair at one batch size on one card."""
+
+    source: str
+    card: str
+    dataset: str
+    teacher: str
+    student: str
+    batch_size: int
+    train_seconds_per_image: dict  # students sharing the teacher -> seconds per image
+    eval_seconds_per_epoch: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        students = "/".join(str(k) for k in sorted(self.train_seconds_per_image))
+        what = "training + evaluation" if self.eval_seconds_per_epoch else "training only"
+        return (f"{self.card}: {self.dataset} {self.teacher}->{self.student}, batch "
+                f"{self.batch_size}, {students} student(s), {what} (benchmarks/{self.source})")
+
+    def per_image(self, students: int) -> float | None:
+        """Seconds per training image for ``students`` students (measured, or between two
+        measured numbers of students)."""
+        return _on_line(self.train_seconds_per_image, students)
+
+    def eval_per_epoch(self, students: int) -> float:
+        return _on_line(self.eval_seconds_per_epoch, students) or 0.0
+
+
+def _on_line(points: dict, k: int) -> float | None:
+    """Measured at ``k``, or between two measured points (never beyond them)."""
+    if k in points:
+        return points[k]
+    below = [p for p in points if p < k]
+    above = [p for p in points if p > k]
+    if not below or not above:
+        return None
+    a, b = max(below), min(above)
+    return points[a] + (k - a) * (points[b] - points[a]) / (b - a)
+
+
+def measured_rates(folder: Path | None = None) -> list[Rate]:
+    """The rates of the committed benchmark files (those present)."""
+    folder = folder or project_root() / "benchmarks"
+    rates = []
+    cifar = folder / "bench_h200_run2.json"
+    if cifar.is_file():
+        data = json.loads(cifar.read_text())
+        images = split_sizes(data["dataset"])[0]
+        train, evaluation = {}, {}
+        for name in ("fast path (defaults)", "fast path, 3 students"):
+            row = data["rows"].get(name)
+            if row:
+                k = int(row.get("students", 1))
+                train[k] = row["train_s_per_epoch"] / images
+                evaluation[k] = row["eval_s_per_epoch"]
+        # the pair and method are ckd_lib.bench's (not written in its JSON)
+        rates.append(Rate(cifar.name, data["environment"]["device_name"], "cifar100",
+                          "resnet32x4", "resnet8x4", int(data["batch_size"]), train, evaluation))
+    imagenet = folder / "imagenet_h200.json"
+    if imagenet.is_file():
+        data = json.loads(imagenet.read_text())
+        # the pair is the ImageNet check's (benchmarks/RESULTS.md), not written in its JSON
+        rates.append(Rate(imagenet.name, data["device"], "imagenet", "ResNet34", "ResNet18",
+                          int(data["batch"]), {1: 1.0 / data["engine_images_per_s"]}))
+    return rates
+
+
+def _logit_only(method: str) -> bool:
+    from ckd_lib.methods import get_method
+
+    spec = get_method(method)
+    return spec.needs_teacher and not spec.needs_features
+
+
+def unit_hours(unit: Unit, rates: list[Rate]) -> tuple[float | None, Rate | None]:
+    """GPU-hours of a unit from a matching measurement, or (None, None)."""
+    if unit.task != "classification":
+        return None, None
+    first = unit.configs[0]
+    base = dataset_base(first["dataset"])
+    students = {c["student"] for c in unit.configs}
+    for rate in rates:
+        if (base == rate.dataset and first["teacher"] == rate.teacher
+                and students == {rate.student} and first["batch_size"] == rate.batch_size
+                and all(_logit_only(c["method"]) for c in unit.configs)):
+            k = len(unit.configs)
+            per_image = rate.per_image(k)
+            if per_image is None:
+                return None, None
+            images = first.get("train_subset") or (
+                IMAGENET_TRAIN_IMAGES if base == "imagenet" else split_sizes(base)[0])
+            seconds = first["epochs"] * (images * per_image + rate.eval_per_epoch(k))
+            return seconds / 3600, rate
+    return None, None
+
+
+@dataclass
+class Row:
+    name: str
+    runs: int = 0
+    jobs: int = 0
+    epochs: int = 0
+    iterations: int = 0
+    hours: float = 0.0
+    unmeasured_runs: int = 0
+    unmeasured_jobs: int = 0
+
+    def add(self, unit: Unit, hours: float | None) -> None:
+        self.runs += len(unit.runs)
+        self.jobs += 1
+        for config in unit.configs:
+            if unit.task == "detection":
+                self.iterations += int(config["iterations"])
+            else:
+                self.epochs += int(config["epochs"])
+        if hours is None:
+            self.unmeasured_runs += len(unit.runs)
+            self.unmeasured_jobs += 1
+        else:
+            self.hours += hours
+
+
+def cost_table(plan: Plan, rates: list[Rate]) -> tuple[list[Row], Row, list[Rate]]:
+    """One row per notebook, the total, and the measurements used."""
+    rows: dict[str, Row] = {}
+    total = Row("total")
+    used: list[Rate] = []
+    for unit in plan.units:
+        hours, rate = unit_hours(unit, rates)
+        if rate is not None and rate not in used:
+            used.append(rate)
+        rows.setdefault(unit.notebook, Row(unit.notebook)).add(unit, hours)
+        total.add(unit, hours)
+    return list(rows.values()), total, used
+
+
+def format_cost(plan: Plan, rates: list[Rate] | None = None) -> str:
+    rates = measured_rates() if rates is None else rates
+    rows, total, used = cost_table(plan, rates)
+    head = (f"{'notebook':<20} {'runs':>6} {'jobs':>6} {'epochs':>9} {'iterations':>11} "
+            f"{'GPU-h (measured part)':>22}  not measured")
+    lines = [f"Cost plan of profile {plan.profile}: {total.runs} run(s) in {total.jobs} job(s)",
+             "", head, "-" * len(head)]
+    for row in rows + [total]:
+        if row is total:
+            lines.append("-" * len(head))
+        measured = f"{row.hours:,.1f}" if row.jobs > row.unmeasured_jobs else MARK
+        missing = (f"{MARK}: {row.unmeasured_runs} run(s) in {row.unmeasured_jobs} job(s)"
+                   if row.unmeasured_jobs else "-")
+        lines.append(f"{row.name:<20} {row.runs:>6} {row.jobs:>6} {row.epochs:>9,} "
+                     f"{row.iterations:>11,} {measured:>22}  {missing}")
+    lines.append("")
+    lines.append("epochs and iterations: summed over runs (students of a job share one data "
+                 "stream). GPU-hours only where a measurement matches (ckd_lib/study/cost.py):")
+    for rate in used or rates:
+        lines.append(f"  measured on {rate.describe()}")
+    if not rates:
+        lines.append("  no measurement found in benchmarks/")
+    if total.unmeasured_jobs:
+        lines.append(f"{MARK} = no measurement of that pair, batch size or method on any card: "
+                     f"{total.unmeasured_runs} of {total.runs} run(s) are not in the GPU-hours; "
+                     "measure them (python -m ckd_lib.bench for CIFAR pairs, "
+                     "benchmarks/device_check.py for ImageNet and COCO) before relying on a "
+                     "total.")
+    return "\n".join(lines)
