@@ -33,7 +33,7 @@ test: setup ## Run the test suite (sets up first if needed)
 lint: setup ## Run ruff over the project
 	$(VENV)/bin/ruff check .
 
-reproduce: setup ## Run PROFILE (default demo), then results/report.html (DEVICES=0,1 spreads runs; EXECUTOR=slurm submits to SLURM)
+reproduce: setup ## Run PROFILE (default demo) into results/PROFILE/report.html (DEVICES=0,1 spreads runs; EXECUTOR=slurm submits to SLURM)
 	$(STUDY)
 
 plan: setup ## Runs, epochs and estimated GPU-hours of PROFILE, per notebook; runs nothing
@@ -71,7 +71,7 @@ coco: setup ## The MS-COCO profile (80, torchrun over the GPUs, then its report)
 
 coco-demo: setup ## The COCO pipeline on generated shapes, on the CPU, then its report
 	$(PYTHON) -m ckd_lib.study --profile coco_demo
-report: setup ## Only rebuild results/report.html from the records (90)
+report: setup ## Only rebuild results/PROFILE/report.html from the records (90)
 	$(STUDY) --only 90_report
 
 bench: setup ## Time the reference loop against the fast path (python -m ckd_lib.bench)

@@ -18,7 +18,7 @@ import pandas as pd
 from IPython.display import display
 
 from ckd_lib import analysis, study
-from ckd_lib.analysis.plots import plot_efficiency
+from ckd_lib.report.figures import efficiency_figure
 
 # %% tags=["parameters"]
 profile: str = "demo"  # profile (notebooks/profiles/NAME.yaml) giving each parameter left None
@@ -68,8 +68,7 @@ loss_rows = analysis.time_loss(p.loss_batch_sizes, num_classes=p.num_classes, de
 display(pd.DataFrame(loss_rows).pivot(index="batch_size", columns="loss", values="ms"))
 
 # %%
-fig = plot_efficiency(rows, loss_rows, title=f"{settings.describe_pair(teacher, student)}, "
-                                             f"batch {p.batch_size}, {rows[0]['device']}")
-settings.save_artifact("efficiency", data={
-    "pair": p.pair, "run_as": settings.describe_pair(teacher, student), "rows": rows,
-    "loss_rows": loss_rows}, figure=fig)
+efficiency = {"pair": p.pair, "run_as": settings.describe_pair(teacher, student), "rows": rows,
+              "loss_rows": loss_rows}
+fig = efficiency_figure(efficiency)  # the report's figure, from the same data
+settings.save_artifact("efficiency", data=efficiency, figure=fig)

@@ -20,9 +20,9 @@ import pandas as pd
 from IPython.display import display
 
 from ckd_lib import analysis, study
-from ckd_lib.analysis.plots import plot_correlation, plot_curves, plot_tsne
 from ckd_lib.data import load_dataset
 from ckd_lib.models import load_teacher
+from ckd_lib.report.figures import correlation_figure, run_curves, tsne_figure
 
 # %% tags=["parameters"]
 profile: str = "demo"  # profile (notebooks/profiles/NAME.yaml) giving each parameter left None
@@ -79,11 +79,13 @@ idx = analysis.stratified_sample(labels, p.tsne_points, seed=seed)
 embeddings = {name: analysis.tsne_embedding(outputs[name]["features"][idx], seed=seed,
                                             perplexity=p.tsne_perplexity)
               for name in [row.name for row in rows]}
-fig = plot_tsne(embeddings, labels[idx], title=f"t-SNE of student features, {title}")
-settings.save_artifact("tsne", data={
-    "pair": p.pair, "run_as": title, "seed": seed, "labels": labels[idx].tolist(),
-    "runs": {row.name: rec["run_id"] for row, rec in zip(rows, records, strict=True)},
-    "points": {name: np.round(e, 4).tolist() for name, e in embeddings.items()}}, figure=fig)
+tsne = {"pair": p.pair, "run_as": title, "dataset": settings.dataset, "seed": seed,
+        "labels": labels[idx].tolist(),
+        "runs": {row.name: rec["run_id"] for row, rec in zip(rows, records, strict=True)},
+        "points": {name: np.round(e, 4).tolist() for name, e in embeddings.items()}}
+fig = tsne_figure(tsne)  # the report's figure, from the same data
+fig.suptitle(f"t-SNE of student features, {title}")
+settings.save_artifact("tsne", data=tsne, figure=fig)
 
 # %% [markdown]
 # ## Teacher–student class-correlation difference
@@ -95,17 +97,19 @@ differences = {name: analysis.correlation_difference(outputs[name]["logits"],
                for name in [row.name for row in rows]}
 display(pd.DataFrame([{"student": n, "mean |diff|": d["mean"], "max |diff|": d["max"]}
                       for n, d in differences.items()]))
-fig = plot_correlation(differences, max_diff=p.max_diff,
-                       title=f"|class-mean logits student − teacher|, {title}")
-settings.save_artifact("correlation", data={
-    "pair": p.pair, "run_as": title, "seed": seed, "max_diff": p.max_diff,
-    "kind": "mean_logits", "students": {n: {"mean": d["mean"], "max": d["max"],
-                                            "matrix": np.round(d["matrix"], 4).tolist()}
-                                        for n, d in differences.items()}}, figure=fig)
+correlation = {"pair": p.pair, "run_as": title, "seed": seed, "max_diff": p.max_diff,
+               "kind": "mean_logits",
+               "students": {n: {"mean": d["mean"], "max": d["max"],
+                                "matrix": np.round(d["matrix"], 4).tolist()}
+                            for n, d in differences.items()}}
+fig = correlation_figure(correlation)
+fig.suptitle(f"|class-mean logits student − teacher|, {title}")
+settings.save_artifact("correlation", data=correlation, figure=fig)
 
 # %% [markdown]
 # ## Training curves
 
 # %%
-fig = plot_curves(records, names=[row.name for row in rows], title=f"training curves, {title}")
+fig = run_curves(records, names=[row.name for row in rows])
+fig.suptitle(f"training curves, {title}")
 settings.save_artifact("curves", figure=fig)

@@ -3,13 +3,19 @@
 ``tiny_study``: the ``tiny`` profile executed once per session by the local runner (about two
 minutes on 2 cores): the notebooks test checks what it left behind, and the SLURM test compares
 its own results with it (the same runs through ``--executor slurm`` must give the same numbers).
+
+``isolated_registry`` (every test): a method or plugin a test registers is gone after it, so that
+tests do not see each other's methods (in the report's order and colours, or in ``CKD_PLUGINS``
+passed on to kernels) whatever order they run in.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from ckd_lib.methods import plugins, registry
 from ckd_lib.study.profiles import load_profile
 from ckd_lib.study.runner import Runner
 
@@ -25,6 +31,23 @@ class LocalStudy:
     @property
     def root(self) -> Path:
         return self.results_dir / self.runner.profile.name
+
+
+@pytest.fixture(autouse=True)
+def isolated_registry():
+    terms, methods = dict(registry._TERMS), dict(registry._METHODS)
+    loaded, env = dict(plugins._LOADED), os.environ.get(plugins.ENV_VAR)
+    yield
+    registry._TERMS.clear()
+    registry._TERMS.update(terms)
+    registry._METHODS.clear()
+    registry._METHODS.update(methods)
+    plugins._LOADED.clear()
+    plugins._LOADED.update(loaded)
+    if env is None:
+        os.environ.pop(plugins.ENV_VAR, None)
+    else:
+        os.environ[plugins.ENV_VAR] = env
 
 
 @pytest.fixture(scope="session")

@@ -93,7 +93,7 @@ def test_coco_notebook_trains_teacher_then_students_and_the_report_shows_them(tm
     for run_id in frame[frame["label"] == "coco"]["run_id"]:
         assert run_id in html
     for link in frame["link"]:  # relative to the profile's folder, where its report.html is
-        assert (results_dir / "tiny-coco" / link).is_file()
+        assert (results_dir / "coco_demo" / link).is_file()
     text = executed.read_text()
     assert "NOT THE PAPER&#x27;S SETTING" in text or "NOT THE PAPER'S SETTING" in text
     assert "MS-COCO detection" in text

@@ -302,6 +302,30 @@ def test_efficiency_section_has_named_columns_units_and_one_precision_each(study
     plt.close(fig)
 
 
+def test_log_axis_labels_are_the_ticks_values_even_within_one_decade():
+    """A loss timed at 0.17-0.38 ms puts ticks 0.18, 0.2, 0.22, ...: each label must read as its
+    own value (one significant digit printed 0.2 four times)."""
+    data = {"rows": [{"method": m, "ms_per_iter": 100.0, "saved_activations_mb": 40.0,
+                      "device": "cpu", "batch_size": 64} for m in ("KD", "CKD")],
+            "loss_rows": [{"loss": "KD", "batch_size": 32, "ms": 0.17},
+                          {"loss": "KD", "batch_size": 64, "ms": 0.18},
+                          {"loss": "CKD", "batch_size": 32, "ms": 0.27},
+                          {"loss": "CKD", "batch_size": 64, "ms": 0.38}]}
+    fig = figures.efficiency_figure(data)
+    fig.canvas.draw()
+    axis = fig.axes[2]
+    low, high = axis.get_ylim()
+    shown = [(t.get_position()[1], t.get_text()) for t in axis.get_yticklabels()
+             if t.get_text() and low <= t.get_position()[1] <= high]
+    assert len(shown) >= 2
+    assert len({text for _, text in shown}) == len(shown)  # no label twice
+    for value, text in shown:
+        assert float(text.replace(",", "")) == pytest.approx(value, rel=0.01)
+    plt.close(fig)
+    assert [figures._plain(v) for v in (0.05, 0.225, 2, 2.5, 1024, 0.0012)] == [
+        "0.05", "0.225", "2", "2.5", "1,024", "0.0012"]
+
+
 # -- a profile shows what it has; every profile keeps its report ------------------------------
 def _detection_record(folder: Path, method: str, seed: int, ap: float) -> None:
     from ckd_lib.detection.config import DetectionConfig

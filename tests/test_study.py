@@ -302,7 +302,8 @@ value: int = 1  # a value
 fail: bool = False  # raise an error
 
 # %%
-out = Path(results_dir) / profile / "{name}.txt"
+# the runner passes a profile outside notebooks/profiles by its path (its name is the stem)
+out = Path(results_dir) / Path(profile).stem / "{name}.txt"
 out.parent.mkdir(parents=True, exist_ok=True)
 with open(out, "a") as handle:
     handle.write(json.dumps(value) + "\\n")

@@ -5,7 +5,9 @@
 - :mod:`.correlation`: teacher–student class-correlation difference (the DKD/mdistiller figure);
 - :mod:`.efficiency`: time per training iteration and memory of CE, KD, DKD, CKD; CKD loss cost
   against the batch size;
-- :mod:`.plots`: the matching matplotlib figures, and training curves from run records.
+
+Their figures are the report's own (``ckd_lib.report.figures``), drawn by the notebooks from
+the same artifact data the report reads, so the two never differ.
 """
 
 import warnings

@@ -34,12 +34,15 @@ def _style():
 
 
 def _plain(value, _pos=None) -> str:
-    """A log-axis tick as a plain number: 0.05, 2, 1,024 (not 5×10⁻²)."""
+    """A log-axis tick as a plain number: 0.05, 0.225, 2, 1,024 (not 5×10⁻²), with three
+    significant digits, so the close ticks matplotlib falls back to on an axis spanning less
+    than a decade (0.18, 0.2, 0.22, ...) keep distinct labels."""
     if value <= 0:
         return ""
-    if value >= 1:
-        return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
-    return f"{value:.{max(0, -math.floor(math.log10(value)))}f}"
+    if value >= 100:
+        return f"{value:,.0f}"
+    decimals = 2 - math.floor(math.log10(value))
+    return f"{value:,.{decimals}f}".rstrip("0").rstrip(".")
 
 
 def _log_axis(axis, ticks=None) -> None:
@@ -258,6 +261,30 @@ def loss_curves(study: Study, tables: ReportTables, max_pairs: int = 12):
                fontsize=8)
     fig.suptitle("Training loss per epoch (sum of the method's terms, mean over seeds), each "
                  "method divided by its own epoch-1 value", fontsize=10)
+    return fig
+
+
+def run_curves(records: list[dict], names: list[str]):
+    """Test top-1 and training loss (÷ its epoch-1 value, as in :func:`loss_curves`) per epoch
+    of a few runs, one line each in its method's colour: notebook 60's curves of one pair."""
+    if not records:
+        return None
+    _style()
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 3.9), layout="constrained")
+    for record, name in zip(records, names, strict=True):
+        history = record.get("history") or []
+        epochs = [h["epoch"] for h in history]
+        colour = method_color(record["config"]["method"])
+        acc.plot(epochs, [h["test_top1"] for h in history], marker=".", color=colour, label=name)
+        total = [_total_loss(h) for h in history]
+        if total and total[0]:
+            loss.plot(epochs, [t / total[0] for t in total], marker=".", color=colour)
+    acc.set(ylabel="test top-1 (%)", title="test accuracy")
+    loss.set(ylabel="loss ÷ its epoch-1 value", title="training loss (sum of the terms)")
+    loss.axhline(1, color="0.6", lw=0.8)
+    for ax in (acc, loss):
+        _epoch_axis(ax)
+    fig.legend(loc="outside right upper", fontsize=8)
     return fig
 
 

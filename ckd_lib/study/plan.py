@@ -152,9 +152,13 @@ class Settings:
         return None if name is None else self.substitute.get(name, name)
 
     def describe_pair(self, teacher: str, student: str) -> str:
-        recipe = pair_name(teacher, student)
-        actual = pair_name(self.model(teacher), self.model(student))
-        return recipe if actual == recipe else f"{recipe} (run as {actual})"
+        """The pair as the report names it (the models trained), and the paper's pair when a
+        profile's stand-ins replace it."""
+        from ckd_lib.report.palette import pair_label
+
+        actual = pair_label(self.model(teacher), self.model(student))
+        recipe = pair_label(teacher, student)
+        return actual if actual == recipe else f"{actual} (stand-ins for the paper's {recipe})"
 
     # -- saying what runs ------------------------------------------------------------------------
     def deviations(self) -> list[str]:
