@@ -46,9 +46,8 @@ def resolve_speed(config: RunConfig, device: torch.device, world_size: int = 1) 
     cuda = device.type == "cuda"
     if config.cuda_graphs is True and world_size > 1:
         raise ConfigError("cuda_graphs=True is not offered under DDP; use 'auto' or False")
-    for name in ("cuda_graphs", "channels_last"):
-        if getattr(config, name) is True and not cuda:
-            raise ConfigError(f"{name}=True needs a CUDA device; this run is on {device}")
+    if config.cuda_graphs is True and not cuda:
+        raise ConfigError(f"cuda_graphs=True needs a CUDA device; this run is on {device}")
     if config.amp == "bf16" and not cuda:
         raise ConfigError("amp='bf16' is offered on CUDA only; use amp='none' on the CPU")
     if cuda:  # fixed shapes throughout a run: let cuDNN pick its fastest kernels once
@@ -64,7 +63,10 @@ def resolve_speed(config: RunConfig, device: torch.device, world_size: int = 1) 
         "loader": config.loader if config.loader != "auto" else (
             "torch" if config.model_zoo == "imagenet" else "gpu"),
         "amp": ("bf16" if cuda else "none") if config.amp == "auto" else config.amp,
-        "channels_last": cuda if config.channels_last == "auto" else bool(config.channels_last),
+        # channels_last on every device: on the CPU too (oneDNN's convolutions), a student's
+        # forward and backward at batch 64 took 10-50% less time than in NCHW for every model of
+        # the CIFAR zoo measured (resnet8 83 -> 58 ms, MobileNetV2 194 -> 100 ms on 2 cores)
+        "channels_last": True if config.channels_last == "auto" else bool(config.channels_last),
         "cuda_graphs": (cuda and world_size == 1 and config.model_zoo == "cifar")
         if config.cuda_graphs == "auto"
         else bool(config.cuda_graphs),

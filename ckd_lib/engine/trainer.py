@@ -255,14 +255,15 @@ class GroupTrainer:
                              "test_top1": measured["top1"], "test_top5": measured["top5"]}
 
     def _teacher_metrics(self, info: dict) -> dict:
-        """The teacher's test accuracy, measured once per (teacher file, test set, device kind
-        and precision) and cached under ``<out_dir>/_teachers/``: every student of a study
+        """The teacher's test accuracy, measured once per (teacher file, test set, device kind,
+        precision and memory format) and cached under ``<out_dir>/_teachers/``: every student of a study
         distilled from one teacher would otherwise evaluate it again."""
         cfg = self.shared
         identity = info.get("sha256") or [info.get("path"), cfg.teacher, cfg.seed,
                                           self.train_set.num_classes, cfg.model_zoo]
         key = hashlib.sha256(json.dumps([identity, self.test_set.fingerprint(),
-                                         self.device.type, self.speed["amp"]],
+                                         self.device.type, self.speed["amp"],
+                                         self.speed["channels_last"]],
                                         default=str).encode()).hexdigest()[:16]
         path = Path(cfg.out_dir) / "_teachers" / f"{cfg.teacher}-{key}.json"
         cached = None
