@@ -63,9 +63,9 @@ def resolve_speed(config: RunConfig, device: torch.device, world_size: int = 1) 
         "loader": config.loader if config.loader != "auto" else (
             "torch" if config.model_zoo == "imagenet" else "gpu"),
         "amp": ("bf16" if cuda else "none") if config.amp == "auto" else config.amp,
-        # channels_last on every device: on the CPU too (oneDNN's convolutions), a student's
-        # forward and backward at batch 64 took 10-50% less time than in NCHW for every model of
-        # the CIFAR zoo measured (resnet8 83 -> 58 ms, MobileNetV2 194 -> 100 ms on 2 cores)
+        # channels_last on every device: on the CPU too (oneDNN's convolutions), a training
+        # forward + backward at batch 64 took 13-34% less time than in NCHW for the CIFAR-zoo
+        # models measured, vgg13 alike in both (benchmarks/cpu_memory_format.py, RESULTS.md)
         "channels_last": True if config.channels_last == "auto" else bool(config.channels_last),
         "cuda_graphs": (cuda and world_size == 1 and config.model_zoo == "cifar")
         if config.cuda_graphs == "auto"

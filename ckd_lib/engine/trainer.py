@@ -256,8 +256,8 @@ class GroupTrainer:
 
     def _teacher_metrics(self, info: dict) -> dict:
         """The teacher's test accuracy, measured once per (teacher file, test set, device kind,
-        precision and memory format) and cached under ``<out_dir>/_teachers/``: every student of a study
-        distilled from one teacher would otherwise evaluate it again."""
+        precision and memory format) and cached under ``<out_dir>/_teachers/``: every student of
+        a study distilled from one teacher would otherwise evaluate it again."""
         cfg = self.shared
         identity = info.get("sha256") or [info.get("path"), cfg.teacher, cfg.seed,
                                           self.train_set.num_classes, cfg.model_zoo]
