@@ -423,3 +423,26 @@ def test_figures_have_class_legends_integer_epochs_and_legends_off_the_data(stud
     assert first and np.allclose(first, 1.0)
     for fig in drawn:
         plt.close(fig)
+
+
+def test_notebook_curves_take_method_colours_and_start_the_loss_at_one():
+    """Notebook 60's curves: each run in its method's colour, every loss divided by its own
+    first epoch (CKD's ~37 and KD's ~4 share one axis), integer epoch ticks."""
+    def record(method, losses, top1):
+        history = [{"epoch": e + 1, "test_top1": t, **losses[e]} for e, t in enumerate(top1)]
+        return {"config": {"method": method}, "history": history}
+
+    kd = [{"loss_ce": 1.0, "loss_kd": 3.0}, {"loss_ce": 0.5, "loss_kd": 1.5}]
+    ckd = [{"loss_ce": 1.0, "loss_ckd": 37.0}, {"loss_ce": 0.8, "loss_ckd": 34.2}]
+    records = [record("KD", kd, [40.0, 50.0]), record("CKD", ckd, [45.0, 55.0])]
+    fig = figures.run_curves(records, ["KD s0", "CKD s0"])
+    fig.canvas.draw()
+    accuracy, loss = fig.axes
+    lines = [line for line in loss.get_lines() if line.get_marker() == "."]  # not the y=1 rule
+    assert [mcolors.to_hex(line.get_color()) for line in lines] == [
+        method_color("KD"), method_color("CKD")]
+    assert [list(line.get_ydata()) for line in lines] == [[1.0, 0.5], [1.0, 35.0 / 38.0]]
+    assert all(float(t).is_integer() for t in accuracy.get_xticks())
+    assert [mcolors.to_hex(line.get_color()) for line in accuracy.get_lines()] == [
+        method_color("KD"), method_color("CKD")]
+    plt.close(fig)
