@@ -40,13 +40,17 @@ def assert_same_weights(a: dict, b: dict):
 
 
 def test_training_learns_and_writes_a_complete_record(tmp_path):
+    # 512 test images: on 64, one image is 1.6 points, and the thread count and memory format
+    # (float rounding) moved the third epoch's top-1 between 39 and 45
     cfg = make_config(tmp_path, method="CE", teacher=None, teacher_checkpoint=None, epochs=3,
-                      lr=0.1)
+                      lr=0.1, dataset="synthetic:num_classes=10,num_train=256,num_test=512")
     (record,) = train(cfg)
     assert record["status"] == "complete" and record["epochs_done"] == 3
     assert len(record["history"]) == 3
-    # the synthetic classes are learnable: far above chance (10 %) after three epochs
-    assert record["last"]["top1"] > 40.0
+    # the synthetic classes are learnable: far above chance (10 %) after three epochs (about 42 %
+    # measured at 1 and 2 threads), and the training set is mostly fitted
+    assert record["last"]["top1"] > 30.0
+    assert record["history"][-1]["train_top1"] > 60.0
     on_disk = results.read_record(results.record_path(cfg.out_dir, cfg.run_id()))
     assert on_disk["config_hash"] == cfg.config_hash()
     for key in ("commit", "dirty", "torch", "device_name", "cpu_threads"):

@@ -9,6 +9,7 @@ Without torchrun everything here degrades to a single process with no communicat
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -71,5 +72,14 @@ def init_distributed(device_type: str) -> DistContext:
         if device_type == "cuda":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
+        atexit.register(_leave_process_group)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank,
                        backend=backend if world_size > 1 else None)
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group while the interpreter is still whole: left to interpreter
+    finalisation, gloo's worker threads can abort the process (SIGABRT, "terminate called
+    without an active exception"), which turned a finished or refused rank into a failed one."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
