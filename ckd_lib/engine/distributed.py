@@ -78,8 +78,9 @@ def init_distributed(device_type: str) -> DistContext:
 
 
 def _leave_process_group() -> None:
-    """Destroy the process group while the interpreter is still whole: left to interpreter
+    """Destroy the process group while the interpreter is still whole. Left to interpreter
     finalisation, gloo's worker threads can abort the process (SIGABRT, "terminate called
-    without an active exception"), which turned a finished or refused rank into a failed one."""
+    without an active exception"; pytorch/pytorch#190489). One such abort of a resumed CPU rank
+    was seen once in this project's DDP test and not reproduced since."""
     if dist.is_initialized():
         dist.destroy_process_group()

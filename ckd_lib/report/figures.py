@@ -188,20 +188,32 @@ def _pair_title(row: PairRow, several_datasets: bool) -> str:
     return row.pair + (f"\n{pretty_dataset(row.dataset)}" if several_datasets else "")
 
 
-def accuracy_curves(study: Study, tables: ReportTables, max_pairs: int = 12):
-    """Test top-1 per epoch from the records' histories: one panel per pair of the main tables,
-    one line per method (mean over seeds, band ± one std where there are 2+ seeds)."""
+def _pair_panels(tables: ReportTables, max_pairs: int):
+    """The main tables' first ``max_pairs`` rows, their datasets, and one panel per row (None
+    when the tables have no row)."""
     rows: list[PairRow] = [row for t in tables.main for row in t.rows][:max_pairs]
     if not rows:
         return None
     _style()
-    datasets = {row.dataset for row in rows}
     fig, axes = _panels(len(rows))
+    return rows, {row.dataset for row in rows}, fig, axes
+
+
+def _trained_cells(row: PairRow):
+    """(method, cell) of the row's methods that have runs (the teacher column left out)."""
+    return [(m, cell) for m, cell in row.cells.items() if m != "teacher" and not cell.runs.empty]
+
+
+def accuracy_curves(study: Study, tables: ReportTables, max_pairs: int = 12):
+    """Test top-1 per epoch from the records' histories: one panel per pair of the main tables,
+    one line per method (mean over seeds, band ± one std where there are 2+ seeds)."""
+    panels = _pair_panels(tables, max_pairs)
+    if panels is None:
+        return None
+    rows, datasets, fig, axes = panels
     methods = set()
     for ax, row in zip(axes, rows, strict=True):
-        for method, cell in row.cells.items():
-            if method == "teacher" or cell.runs.empty:
-                continue
+        for method, cell in _trained_cells(row):
             methods.add(method)
             table = _history_frame(study, cell.run_ids, lambda h: h["test_top1"])
             mean = table.mean(axis=1)
@@ -234,18 +246,14 @@ def loss_curves(study: Study, tables: ReportTables, max_pairs: int = 12):
     per pair. The methods' losses are on different scales (CKD's contrastive term starts near
     40, the others between 1 and 8), so raw values on one axis would flatten all but CKD; each
     panel's title gives the raw first-epoch values."""
-    rows: list[PairRow] = [row for t in tables.main for row in t.rows][:max_pairs]
-    if not rows:
+    panels = _pair_panels(tables, max_pairs)
+    if panels is None:
         return None
-    _style()
-    datasets = {row.dataset for row in rows}
-    fig, axes = _panels(len(rows))
+    rows, datasets, fig, axes = panels
     methods = set()
     for ax, row in zip(axes, rows, strict=True):
         firsts = []
-        for method, cell in row.cells.items():
-            if method == "teacher" or cell.runs.empty:
-                continue
+        for method, cell in _trained_cells(row):
             methods.add(method)
             mean = _history_frame(study, cell.run_ids, _total_loss).mean(axis=1)
             first = float(mean.iloc[0])
