@@ -11,6 +11,7 @@ Jupyter without being modified (their kernel's ``language_info`` is already ther
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -131,6 +132,30 @@ def test_generated_notebooks_open_without_being_modified(tmp_path, path):
     manager.save(model, name)
     assert target.read_bytes() == before
     assert source.read_text() == path.read_text()
+
+
+def test_a_notebook_without_language_info_is_repaired_once_and_not_backed_up(tmp_path):
+    """An .ipynb with the script's cells but no language_info (written by an older sync or
+    another tool), newer than its script: the sync adds the kernel's language_info and keeps
+    the outputs, makes no .bak (nothing was edited), and the next sync leaves it untouched."""
+    source = tmp_path / "00_environment.py"
+    shutil.copy(ROOT / "notebooks" / "00_environment.py", source)
+    target = sync_paired_notebook(source)
+    nb = nbformat.read(target, as_version=4)
+    del nb.metadata["language_info"]
+    code = next(c for c in nb.cells if c.cell_type == "code")
+    code.outputs = [nbformat.v4.new_output("stream", text="kept\n")]
+    nbformat.write(nb, target)
+    os.utime(source, (1, 1))  # the script older than the notebook
+    sync_paired_notebook(source)
+    repaired = nbformat.read(target, as_version=4)
+    assert repaired.metadata["language_info"] == language_info()
+    assert [o.get("text") for c in repaired.cells if c.cell_type == "code"
+            for o in c.outputs] == ["kept\n"]
+    assert not target.with_suffix(".ipynb.bak").exists()
+    before = (target.read_bytes(), target.stat().st_mtime_ns)
+    sync_paired_notebook(source)
+    assert (target.read_bytes(), target.stat().st_mtime_ns) == before
 
 
 def papermill_cli(notebook: str, out: Path, *args: str) -> str:

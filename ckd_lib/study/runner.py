@@ -324,17 +324,22 @@ def sync_paired_notebook(source: Path, nb: nbformat.NotebookNode | None = None) 
         except Exception:  # unreadable: regenerate
             old = None
         if old is not None:
-            if [(c.cell_type, c.source) for c in old.cells] == \
-                    [(c.cell_type, c.source) for c in nb.cells] and \
-                    old.metadata.get("language_info") == nb.metadata["language_info"]:
+            same_cells = [(c.cell_type, c.source) for c in old.cells] == \
+                [(c.cell_type, c.source) for c in nb.cells]
+            if same_cells and old.metadata.get("language_info") == nb.metadata["language_info"]:
                 return target
-            if target.stat().st_mtime > source.stat().st_mtime:
+            if not same_cells and target.stat().st_mtime > source.stat().st_mtime:
                 # edited as .ipynb without jupytext's pairing: keep those edits somewhere
                 backup = target.with_suffix(".ipynb.bak")
                 shutil.copyfile(target, backup)
                 print(f"note: {target} had edits that {source.name} lacks (jupytext pairing "
                       f"inactive?); it is regenerated from {source.name}, the old copy kept as "
                       f"{backup}")
+            metadata = dict(nb.metadata)
             nb = combine_inputs_with_outputs(nb, old, fmt="py:percent")
+            # the outputs' notebook brings its own metadata: the kernel's must win, or a file
+            # without language_info is rewritten without it forever (and opens modified)
+            nb.metadata.update(kernelspec=metadata["kernelspec"],
+                               language_info=metadata["language_info"])
     jupytext.write(nb, target, fmt="ipynb")
     return target
