@@ -26,6 +26,7 @@ from typing import Any
 from torch import nn
 
 from ckd_lib.errors import ConfigError
+from ckd_lib.methods.contract import caller_outside, defined_at
 from ckd_lib.methods.params import Param
 
 TASKS = ("classification", "detection")
@@ -100,6 +101,8 @@ class Term:
     source: str = "ckd_lib"
     # checks a combination of parameters (raising ValueError) before any run starts
     check: Callable[[dict], None] | None = None
+    # file:line of its compute function or module class: what errors about the term name
+    defined_at: str = ""
 
     def param(self, name: str) -> Param:
         return next(p for p in self.params if p.name == name)
@@ -258,7 +261,9 @@ def register_term(name: str, *, params: Iterable[Param] = (), needs: Iterable[st
     old = _TERMS.get(name)
     if old is not None and old.source != source:
         raise ValueError(f"term {name!r} is already registered by {old.source}")
-    term = Term(name, tuple(params), needs, tuple(tasks), compute, module, help, source, check)
+    where = defined_at(compute or module) or caller_outside(__file__)
+    term = Term(name, tuple(params), needs, tuple(tasks), compute, module, help, source, check,
+                where)
     _TERMS[name] = term
     return term
 
