@@ -89,6 +89,24 @@ def collect_provenance(study: Study) -> Provenance:
     return prov
 
 
+def borrowed_recipes(methods) -> dict[str, str]:
+    """For each method of ``methods`` that borrows another's recipe: the rule of what it takes
+    (``Method.recipe_rule``: which per-pair loss values pass on) and who registered it."""
+    from ckd_lib.errors import InputError
+    from ckd_lib.methods import get_method
+
+    out = {}
+    for method in sorted(set(methods)):
+        try:
+            spec = get_method(method)
+        except InputError:  # a record of a plugin not loaded now
+            continue
+        if spec.recipe_from:
+            who = f"a plugin, {spec.source}" if spec.source != "ckd_lib" else "ckd_lib"
+            out[method] = f"{spec.recipe_rule()} (registered by {who})"
+    return out
+
+
 def available_notebooks(study: Study) -> list[str]:
     """Notebook names (file stems) of the study: the executed ones and those in notebooks/."""
     names = set()
