@@ -155,20 +155,26 @@ def notebooks_for(study: Study, table_key: str, run_ids: set[str],
 
 
 def commands_for(profile: str, notebooks: list[str]) -> list[str]:
+    """The commands that remake ``notebooks`` of ``profile`` (named as a command line must:
+    ``ckd_lib.study.profiles.command_form``)."""
     cmds = [f"make reproduce PROFILE={profile}"]
     cmds += [f"python -m ckd_lib.study --profile {profile} --only {nb}" for nb in notebooks]
     return cmds
 
 
 def table_commands(study: Study, tables: list) -> dict[str, dict]:
-    """For each table key: the notebooks that made it, how we know, and the commands."""
+    """For each table key: the notebooks that made it, how we know, and the commands (naming
+    a profile given by its file by that file's path, as the runner must be given it)."""
+    from ckd_lib.study.profiles import results_command_form
+
     texts = _executed_texts(study)
+    profile = results_command_form(study.profile, study.results_dir)
     out = {}
     for table in tables:
         notebooks, how = notebooks_for(study, table.key if table.kind == "main" else table.kind,
                                        table.run_ids(), texts)
         out[table.key] = {"notebooks": notebooks, "how": how,
-                          "commands": commands_for(study.profile, notebooks)}
+                          "commands": commands_for(profile, notebooks)}
     out["report"] = {"notebooks": [REPORT_NOTEBOOK], "how": "this report",
-                     "commands": commands_for(study.profile, [REPORT_NOTEBOOK])}
+                     "commands": commands_for(profile, [REPORT_NOTEBOOK])}
     return out
