@@ -18,6 +18,11 @@ class UserError(Exception):
 
     exit_code = 2
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for it in a notebook cell (and papermill then prints): its one
+        line on top, as the command lines print it, without the traceback through ckd_lib."""
+        return [f"{type(self).__name__}: {one_line(self)}"]
+
 
 class InputError(UserError, ValueError):
     """A value, file or option that no run can use; the message names it and what is accepted."""

@@ -164,6 +164,13 @@ def get_recipe(dataset: str, teacher: str | None, student: str, method: str) -> 
             spec = None
         if spec is not None and spec.recipe_from and spec.recipe_from != method:
             return borrow(get_recipe(dataset, teacher, student, spec.recipe_from), method)
+        if spec is not None and not any(r.method == method for r in recipes):
+            where = f" ({spec.source})" if spec.source != "ckd_lib" else ""
+            raise InputError(
+                f"method {method}{where} has no recipe and borrows none, so no cell of "
+                f"{dataset} can run it ({teacher}->{student}); register it with "
+                "recipe_from='CKD' (or another method with recipes), or add its rows to "
+                "recipes.csv")
     cells = sorted({f"{r.teacher}->{r.student}:{r.method}" for r in recipes
                     if r.dataset == dataset})
     raise InputError(

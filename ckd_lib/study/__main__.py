@@ -129,10 +129,13 @@ def _run(args: argparse.Namespace) -> int:
         list_profile(runner)
         return 0
     only = select(args.only, list(profile.notebooks)) if args.only else None
-    jobs = runner.plan(only)
     if args.check:
-        print(f"profile {profile.name}: parameters of {len(jobs)} notebook(s) are valid")
+        jobs, plan = runner.check(only)
+        runs = sum(len(unit.runs) for unit in plan.units)
+        print(f"profile {profile.name}: parameters of {len(jobs)} notebook(s) and the configs "
+              f"of the {runs} run(s) they train are valid")
         return 0
+    runner.plan(only)  # every parameter checked before anything else
     if args.plan:
         return executor.show_plan(runner, only)
     if args.status:

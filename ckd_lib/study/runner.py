@@ -185,6 +185,16 @@ class Runner:
                 for n in self.profile.notebooks]
         return [j for j in jobs if not only or j.name in only]
 
+    def check(self, only: list[str] | None = None):
+        """:meth:`plan`, then every run the notebooks would train, validated by executing them
+        in plan mode up to their training calls (``ckd_lib.study.planning``; seconds): what
+        would fail inside a notebook after others ran fails here, before any runs. Returns the
+        jobs and the plan (``planning.Plan``)."""
+        from ckd_lib.study import planning
+
+        jobs = self.plan(only)
+        return jobs, planning.collect(self, only, check=True)
+
     # -- manifest -------------------------------------------------------------------------------
     @property
     def manifest_path(self) -> Path:
@@ -229,7 +239,7 @@ class Runner:
         from ckd_lib.methods import load_plugins
 
         load_plugins(self.profile.plugins)  # exported in CKD_PLUGINS to the kernels and workers
-        jobs = self.plan(only)
+        jobs, _ = self.check(only)
         claim_results(self.profile, self.results_dir)  # results/<name>/profile.json
         started = time.perf_counter()
         executed = skipped = 0
