@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ckd_lib.errors import run_cli
+from ckd_lib.errors import run_cli, stop_on_sigterm
 from ckd_lib.study.devices import parse_devices
 from ckd_lib.study.params import ParameterError
 from ckd_lib.study.paths import notebooks_dir
@@ -142,7 +142,8 @@ def _run(args: argparse.Namespace) -> int:
         return executor.show_status(runner, only)
     if kind == "slurm":
         return executor.submit(runner, options, only, args.argv)
-    return runner.run(only)
+    with stop_on_sigterm():  # like Ctrl-C: the notebook's kernel is shut down, the rest kept
+        return runner.run(only)
 
 
 if __name__ == "__main__":
