@@ -1,6 +1,7 @@
 """The study layer: parameter checks, profiles, run designs, the runner's skip logic, workers."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -293,6 +294,7 @@ def test_a_failing_worker_is_reported_with_its_log(tmp_path):
 NOTEBOOK = '''\
 # %%
 import json
+import os
 from pathlib import Path
 
 # %% tags=["parameters"]
@@ -481,16 +483,21 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_the_study_command_stops_on_sigterm_saying_so(tmp_path):
-    import signal
-    import time
-
+def slow_study(tmp_path):
+    """Notebooks a (quick) and b (sleeps ten minutes once started) and their profile."""
     notebooks = make_study(tmp_path)
     slow = NOTEBOOK.replace("{name}", "b").replace('raise RuntimeError("asked to fail")',
                                                    "import time; time.sleep(600)")
     (notebooks / "b.py").write_text(slow)
-    profile = write_profile(tmp_path, "notebooks:\n  a: {}\n  b: {fail: true}\n")
-    env = {**__import__("os").environ, "CKD_STUDY_ROOT": str(tmp_path)}  # its notebooks/
+    return notebooks, write_profile(tmp_path, "notebooks:\n  a: {}\n  b: {fail: true}\n")
+
+
+def test_the_study_command_stops_on_sigterm_saying_so(tmp_path):
+    import signal
+    import time
+
+    _, profile = slow_study(tmp_path)
+    env = {**os.environ, "CKD_STUDY_ROOT": str(tmp_path)}  # its notebooks/
     command = [sys.executable, "-m", "ckd_lib.study", "--profile", str(profile),
                "--results-dir", str(tmp_path / "results")]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -529,11 +536,7 @@ def test_an_interrupted_study_continues_where_it_stopped(tmp_path):
     import signal
     import time
 
-    notebooks = make_study(tmp_path)
-    slow = NOTEBOOK.replace("{name}", "b").replace('raise RuntimeError("asked to fail")',
-                                                   "import time; time.sleep(600)")
-    (notebooks / "b.py").write_text(slow)
-    profile = write_profile(tmp_path, "notebooks:\n  a: {}\n  b: {fail: true}\n")
+    notebooks, profile = slow_study(tmp_path)
     script = (f"import sys; from ckd_lib.study.profiles import load_profile; "
               f"from ckd_lib.study.runner import Runner; "
               f"sys.exit(Runner(load_profile({str(profile)!r}), results_dir="
