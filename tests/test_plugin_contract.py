@@ -118,6 +118,7 @@ WRONG = {
     "a first NaN": ("inputs.student_logits.sum() * float('nan')", "returned nan on the first"),
     "a shape [1]": ("inputs.student_logits.sum().reshape(1)", "shape [1], not a scalar"),
     "None": ("None", "returned NoneType None, not a tensor"),
+    "a sys.exit": ("sys.exit(0)", "called sys.exit(0) at "),
 }
 
 

@@ -77,6 +77,9 @@ def call_term(term, part, inputs):
         return part(inputs)
     except UserError:
         raise
+    except SystemExit as error:  # never "exit 0 having trained nothing"
+        raise TermError(f"{_label(term)} called sys.exit({error.code!r})"
+                        f"{_raised_where(error, term)}; a term returns its value") from None
     except Exception as error:
         if term.source == "ckd_lib":
             raise
