@@ -9,8 +9,10 @@ still show its traceback. So every error a user can trigger derives from :class:
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -43,6 +45,13 @@ class RunDivergedError(UserError):
     exit_code = 3
 
 
+class DiskFullError(UserError):
+    """A write found no space left (ENOSPC, or a quota): the message names the folder and the
+    bytes the write needed; the file that was there before is kept whole."""
+
+    exit_code = 74  # EX_IOERR
+
+
 def one_line(error: BaseException) -> str:
     """The message of ``error`` with its first line first (details, if any, follow indented).
 
@@ -59,12 +68,22 @@ def one_line(error: BaseException) -> str:
 
 def run_cli(main: Callable[[], int]) -> int:
     """Run a command line's ``main``: a user's error becomes ``error: ...`` on stderr and its
-    exit status; Ctrl-C says how to continue. Anything else is a bug and keeps its traceback."""
+    exit status, as does a full disk met by a write outside ``ckd_lib.results`` (whose own
+    writes say how many bytes they needed); Ctrl-C says how to continue. Anything else is a bug
+    and keeps its traceback."""
     try:
         return main()
     except UserError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = Path(error.filename).parent if error.filename else "the output folder"
+        print(f"error: no space left on the device of {where} ({error.strerror}"
+              f"{f', writing {Path(error.filename).name}' if error.filename else ''}): free some "
+              "space there and run the same command again", file=sys.stderr)
+        return DiskFullError.exit_code
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to continue (finished runs are kept, "
               "interrupted ones resume).", file=sys.stderr)
