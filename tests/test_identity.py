@@ -181,6 +181,27 @@ def test_unreadable_records_are_listed_as_left_out_and_not_counted(tmp_path):
     assert "record_version 99" in why["newer"]
 
 
+def test_the_report_says_which_cells_each_commit_made(tmp_path):
+    from ckd_lib.report.collect import load_study
+    from ckd_lib.report.provenance import collect_provenance
+
+    runs = tmp_path / "results" / "p" / "runs"
+    kd = RunConfig.from_dict(config_dict(tmp_path, out_dir=str(runs)))
+    ce = RunConfig.from_dict(config_dict(tmp_path, out_dir=str(runs), method="CE", teacher=None,
+                                         teacher_checkpoint=None, student="resnet14"))
+    train(kd), train(ce)
+    path = runs / ce.run_id() / "record.json"
+    record = json.loads(path.read_text())
+    record["provenance"].update(commit="0123456789abcdef", dirty=False)  # an older checkout's
+    path.write_text(json.dumps(record))
+    commits = collect_provenance(load_study("p", tmp_path / "results")).commits
+    assert len(commits) == 2
+    cells = {row["commit"]: row["cells"] for row in commits}
+    assert cells["0123456789abcdef"] == "main: resnet14 CE"
+    (other,) = [c for c in cells if c != "0123456789abcdef"]
+    assert cells[other] == "main: resnet8→resnet8 KD"
+
+
 # -- 3. byte-identical files, 6. what a plugin method keeps ------------------------------------
 def test_identical_and_resumed_runs_write_byte_identical_files_that_keep_the_terms(
         tmp_path, monkeypatch):
