@@ -51,10 +51,11 @@ MANIFEST = "manifest.json"
 # order of float sums (thread count, kernel choice), which can flip a borderline image: 1 image.
 SAME_SETUP_IMAGES = 1
 # On another device kind or precision (a GPU run's bf16 evaluation checked in float32 on a CPU),
-# borderline predictions flip: 0.5 points (at least 2 images), above the flips measured between
-# bf16 and float32 evaluations of the same models (docs/CONTRACTS.md, "The audit").
+# borderline predictions flip: bf16 and float32 evaluations of the tiny study's 22 barely trained
+# models on the CPU differed by up to 2 of 128 test images in top-1 (24 of 2,816 predictions
+# changed). Allowed: 0.5 points, at least 3 images.
 OTHER_SETUP_POINTS = 0.5
-OTHER_SETUP_IMAGES = 2
+OTHER_SETUP_IMAGES = 3
 # Box (and mask) AP: the detection evaluation runs in float32 everywhere; another device's
 # kernels move scores slightly, which can reorder near-equal detections.
 AP_POINTS = 0.1
