@@ -102,7 +102,11 @@ def test_verify_names_each_tampered_run_in_one_line(results, tmp_path):
     ok = study("--profile", "tiny", "--results-dir", results, "--verify", "--plugin", plugin)
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
-    swapped, edited, truncated, donor = students(results)[:4]
+    swapped, edited, truncated = students(results)[:3]
+    student = json.loads((swapped / "record.json").read_text())["config"]["student"]
+    # another architecture's weights (wrn_16_1 for resnet8): they do not even load
+    donor = next(p for p in students(results)
+                 if json.loads((p / "record.json").read_text())["config"]["student"] != student)
     shutil.copy(donor / "model_last.pth", swapped / "model_last.pth")
     record = json.loads((edited / "record.json").read_text())
     for entry in record["history"]:
@@ -122,6 +126,7 @@ def test_verify_names_each_tampered_run_in_one_line(results, tmp_path):
     assert all(len(lines) == 1 for lines in by_run.values()), runs_named
     assert len(runs_named) == 4, runs_named
     assert "is not the one it was written with (sha256 differs)" in by_run[swapped.name][0]
+    assert f"its model file does not hold {student} weights" in by_run[swapped.name][0]
     assert "its model gives top-1" in by_run[edited.name][0]
     assert "not a readable run record" in by_run[truncated.name][0]
     assert "plugin fitnet_method.py changed since this run" in by_run[config.run_id()][0]
@@ -216,3 +221,35 @@ def test_verify_refusals_are_one_line(tmp_path, capsys):
         assert study_main(args) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and fragment in err and "Traceback" not in err, err
+
+
+def test_detection_runs_are_evaluated_again(tmp_path):
+    """A detection run's model is scored again on its validation images (box AP within
+    audit.AP_POINTS); edited, its record is named in one line."""
+    from ckd_lib.detection.config import DetectionConfig
+    from ckd_lib.detection.engine import train_detection
+    from ckd_lib.detection.shapes import make_shapes_dataset
+
+    shapes = make_shapes_dataset(tmp_path / "shapes", num_train=8, num_val=4, seed=3)
+    root = tmp_path / "results" / "p"
+    record = train_detection(DetectionConfig(
+        data_root=str(shapes), student="resnet18", student_weights=None, method="baseline",
+        iterations=2, milestones=(1,), lr=0.01, warmup_iterations=1, images_per_batch=2,
+        train_min_sizes=(64,), test_min_size=64, max_size=96, device="cpu", amp="off",
+        workers=0, checkpoint_every=2, log_every=1, out_dir=str(root / "detection"),
+        val_limit=4))
+    lines = []
+    found = audit.Findings(lines.append)
+    audit.Auditor(root, found, "cpu").run()
+    assert (found.records, found.evaluated, found.mismatches) == (1, 1, 0), lines
+    path = root / "detection" / record["run_id"] / "record.json"
+    edited = json.loads(path.read_text())
+    for entry in edited["history"]:
+        entry["bbox"]["AP"] += 5.0
+    edited["best"]["AP"] += 5.0
+    edited["last"]["AP"] += 5.0
+    path.write_text(json.dumps(edited))
+    lines.clear()
+    found = audit.Findings(lines.append)
+    audit.Auditor(root, found, "cpu").run()
+    assert found.mismatches == 1 and f"run {record['run_id']}: its model gives AP" in lines[0]

@@ -151,16 +151,15 @@ class Auditor:
         relocate = Relocate(record, self.root)
         try:
             config = _config_of(record, relocate)
+            problems += identity.of_config(config).stale_reasons(record)
         except UserError as error:
             self.found.bad(f"run {run_id}: its config cannot be read here ({error}); a plugin "
                            "method needs --plugin FILE")
             return
-        path = identity.teacher_file(config)
-        if path is None and config.teacher_checkpoint not in (None, identity.UNTRAINED,
-                                                              identity.TORCHVISION):
+        if identity.teacher_file(config) is None and config.teacher_checkpoint not in (
+                None, identity.UNTRAINED, identity.TORCHVISION):
             self.found.note(f"run {run_id}: teacher checkpoint {config.teacher_checkpoint} is "
                             "not here: its sha256 is not checked")
-        problems += identity.of_config(config).stale_reasons(record)
         model = Path(record["_path"]).parent / ((record.get("model") or {}).get("file")
                                                 or results.MODEL_NAME)
         if model.is_file():
@@ -169,7 +168,6 @@ class Auditor:
                     problems += self.detection(record, config, model, relocate)
                 else:
                     problems += self.classification(record, config, model)
-                self.found.evaluated += 1
             except UserError as error:
                 problems.append(f"its model cannot be evaluated here ({error})")
         if problems:
@@ -208,7 +206,11 @@ class Auditor:
         model = create_model(config.student, num_classes=test_set.num_classes,
                              dataset=config.model_zoo)
         state = results.load_state(model_path, what="model file")
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state.get("model") or {})
+        except RuntimeError:
+            return [*problems, f"its model file does not hold {config.student} weights (keys or "
+                               "shapes differ)"]
         model = model.to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -220,6 +222,7 @@ class Auditor:
             loader = make_loader("gpu", test_set, batch, train=False, seed=config.seed,
                                  device=self.device, channels_last=channels_last)
         top1 = evaluate(model, loader, amp)["top1"]
+        self.found.evaluated += 1
         recorded = (record.get("last") or {}).get("top1")
         allowed = tolerance(len(test_set.labels), same)
         if recorded is None or abs(top1 - recorded) > allowed + 1e-9:
@@ -242,8 +245,13 @@ class Auditor:
             problems.append(f"its validation set here ({len(val)} images, categories "
                             f"{list(val.category_ids)}) is not the one it recorded "
                             f"({data.get('val')} images, categories {data.get('categories')})")
-        model = load_detector(model_path).to(self.device)
+        try:
+            model = load_detector(model_path).to(self.device)
+        except RuntimeError:
+            return [*problems, "its model file does not hold the detector its spec names (keys "
+                               "or shapes differ)"]
         metrics = evaluate_detector(model, val, self.device, None, config.eval_images_per_batch)
+        self.found.evaluated += 1
         last = record.get("last") or {}
         for key, name in (("bbox", "AP"), ("segm", "mask_AP")):
             if key in metrics and last.get(name) is not None and \
@@ -286,19 +294,22 @@ def compare_summaries(published: pd.DataFrame, recomputed: pd.DataFrame) -> list
     def keyed(frame):
         return {tuple(row[c] for c in keys): row for _, row in frame.iterrows()}
 
+    def name(key) -> str:  # a row in words: its first text columns
+        return " / ".join(str(v) for v in key[:6] if v != "")
+
     old, new = keyed(published), keyed(recomputed)
     if len(old) != len(published) or len(new) != len(recomputed) or not keys:  # by position
         old = {(i,): row for i, (_, row) in enumerate(published.iterrows())}
         new = {(i,): row for i, (_, row) in enumerate(recomputed.iterrows())}
-    for key in old.keys() - new.keys():
-        lines.append(f"summary.csv row {' / '.join(map(str, key))} is not in the records")
-    for key in new.keys() - old.keys():
-        lines.append(f"summary.csv lacks row {' / '.join(map(str, key))} that the records give")
+    for key in [k for k in old if k not in new]:
+        lines.append(f"summary.csv row {name(key)} is not what the records give")
+    for key in [k for k in new if k not in old]:
+        lines.append(f"summary.csv lacks row {name(key)} that the records give")
     for key in [k for k in old if k in new]:
         differ = [f"{c} {old[key][c]!r} vs {new[key][c]!r}" for c in columns
                   if not _same(old[key][c], new[key][c])]
         if differ:
-            lines.append(f"summary.csv row {' / '.join(map(str, key))}: published vs records: "
+            lines.append(f"summary.csv row {name(key)}: published vs records: "
                          + ", ".join(differ))
     return lines
 
