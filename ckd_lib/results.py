@@ -169,6 +169,11 @@ def read_record(path: str | Path) -> dict:
     missing = [k for k in REQUIRED_KEYS if not isinstance(record, dict) or k not in record]
     if missing:
         raise InputError(f"{path}: not a run record, lacks {missing}")
+    wrong = [f"{key} is not a {kind.__name__}" for key, kind in
+             (("config", dict), ("history", list), ("provenance", dict))
+             if not isinstance(record[key], kind)]
+    if wrong:
+        raise InputError(f"{path}: not a run record ({', '.join(wrong)})")
     return record
 
 

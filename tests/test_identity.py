@@ -163,8 +163,9 @@ def test_unreadable_records_are_listed_as_left_out_and_not_counted(tmp_path):
     good = RunConfig.from_dict(config_dict(tmp_path, out_dir=str(runs)))
     train(good)
     text = (runs / good.run_id() / "record.json").read_text()
+    wrong = {**json.loads(text), "config": ["resnet8"]}
     for name, content in (("truncated", text[: len(text) // 2]), ("a_list", "[1, 2]"),
-                          ("binary", "\x00\xff garbage")):
+                          ("binary", "\x00\xff garbage"), ("wrong_types", json.dumps(wrong))):
         (runs / name).mkdir()
         (runs / name / "record.json").write_text(content)
     newer = json.loads(text)
@@ -175,9 +176,10 @@ def test_unreadable_records_are_listed_as_left_out_and_not_counted(tmp_path):
     study = load_study("p", tmp_path / "results")
     assert [r["run_id"] for r in study.records] == [good.run_id()] and len(study.frame) == 1
     why = {e["link"].split("/")[1]: e["why"] for e in study.excluded}
-    assert set(why) == {"truncated", "a_list", "binary", "newer"}, why
+    assert set(why) == {"truncated", "a_list", "binary", "wrong_types", "newer"}, why
     assert "unreadable" in why["truncated"] and "not a readable run record" in why["truncated"]
     assert "not a run record" in why["a_list"]
+    assert "not a run record (config is not a dict)" in why["wrong_types"]
     assert "record_version 99" in why["newer"]
 
 

@@ -160,8 +160,8 @@ class Auditor:
                 None, identity.UNTRAINED, identity.TORCHVISION):
             self.found.note(f"run {run_id}: teacher checkpoint {config.teacher_checkpoint} is "
                             "not here: its sha256 is not checked")
-        model = Path(record["_path"]).parent / ((record.get("model") or {}).get("file")
-                                                or results.MODEL_NAME)
+        entry = record.get("model") if isinstance(record.get("model"), dict) else {}
+        model = Path(record["_path"]).parent / (entry.get("file") or results.MODEL_NAME)
         if model.is_file():
             try:
                 if record.get("task") == "detection":
