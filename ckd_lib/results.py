@@ -253,6 +253,9 @@ def record_problems(record: dict, run_dir: str | Path | None = None) -> list[str
     if not isinstance(model, dict) or not model.get("file") or not model.get("sha256"):
         problems.append("it names no model file with its sha256 (no 'model' entry)")
         return problems
+    if Path(str(model["file"])).name != model["file"]:
+        problems.append(f"its model file {model['file']!r} is not a file of its own folder")
+        return problems
     path = Path(run_dir) / model["file"]
     if not path.is_file():
         problems.append(f"its model file {path} is missing")

@@ -161,7 +161,8 @@ class Auditor:
             self.found.note(f"run {run_id}: teacher checkpoint {config.teacher_checkpoint} is "
                             "not here: its sha256 is not checked")
         entry = record.get("model") if isinstance(record.get("model"), dict) else {}
-        model = Path(record["_path"]).parent / (entry.get("file") or results.MODEL_NAME)
+        name = str(entry.get("file") or results.MODEL_NAME)
+        model = Path(record["_path"]).parent / Path(name).name  # never outside its folder
         if model.is_file():
             try:
                 if record.get("task") == "detection":
@@ -390,10 +391,13 @@ def bundle_files(profile: str, results_dir: Path) -> dict[str, Path]:
         for record_file in sorted(folder.glob(f"*/{results.RECORD_NAME}")):
             add(record_file)
             try:
-                model = results.read_record(record_file).get("model") or {}
+                model = results.read_record(record_file).get("model")
             except InputError:
-                model = {}
-            add(record_file.parent / (model.get("file") or results.MODEL_NAME))
+                model = None
+            name = model.get("file") if isinstance(model, dict) else None
+            # only a file of the run's own folder (a record cannot pull other files in)
+            add(record_file.parent / (name if name and Path(str(name)).name == name
+                                      else results.MODEL_NAME))
     for sub in ("executed", "artifacts", "data"):
         for path in sorted((root / sub).rglob("*")) if (root / sub).is_dir() else []:
             if not any(part.startswith(".") for part in path.relative_to(root).parts):
@@ -405,7 +409,8 @@ def bundle_files(profile: str, results_dir: Path) -> dict[str, Path]:
         for record in results.load_records(folder, status=None) if folder.is_dir() else []:
             for plugin in (record.get("provenance") or {}).get("plugins") or []:
                 path = Path(plugin.get("path") or "")
-                if path.is_file() and results.file_sha256(path) == plugin.get("sha256"):
+                if path.suffix == ".py" and path.is_file() and \
+                        results.file_sha256(path) == plugin.get("sha256"):
                     files[f"plugins/{plugin['sha256'][:12]}-{path.name}"] = path
     return files
 
