@@ -140,7 +140,7 @@ def test_status_and_plan_mode_agree_with_the_engine_on_a_stale_run(tmp_path):
     (lambda r: r.pop("model"), "names no model file with its sha256"),
     (lambda r: r.update(record_version=1), "record_version 1, not 2"),
     (lambda r: r.update(record_version=99), "record_version 99, not 2"),
-])
+], ids=["no_model_entry", "version_1", "version_99"])
 def test_a_record_without_proof_is_not_believed(tmp_path, damage, reason):
     config = RunConfig.from_dict(config_dict(tmp_path))
     (record,) = train(config)
