@@ -173,9 +173,13 @@ def test_gpu_hours_come_only_from_the_committed_measurements():
     assert f"{expected['20']:,.1f}" in text
 
 
-def test_the_plan_of_the_tiny_profile_is_every_run_and_trains_none(tmp_path):
+def test_the_plan_of_the_tiny_profile_is_every_run_and_trains_none(tmp_path, monkeypatch):
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     runner = Runner(load_profile("tiny"), results_dir=str(tmp_path))
     plan = planning.collect(runner)
+    # planning plots nowhere, but leaves no Agg behind for the kernels papermill starts later
+    # (they would inherit it and the executed notebooks and the report would lose their figures)
+    assert "MPLBACKEND" not in os.environ
     assert plan.notebooks == ["10_teachers", "20_same_arch", "21_cross_arch", "30_ablations",
                               "40_matched_budget", "60_visualisations"]  # those that train
     ids = [run_id for unit in plan.units for run_id in unit.run_ids]

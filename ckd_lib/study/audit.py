@@ -31,7 +31,6 @@ import errno
 import io
 import json
 import math
-import os
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -521,7 +520,6 @@ def verify_bundle(bundle: str | Path, log=print, device: str = "auto") -> int:
         log(f"bundle {bundle}: {len(manifest['files'])} file(s) match its manifest (profile "
             f"{manifest['profile']}, made at commit "
             f"{(manifest.get('made_by') or {}).get('commit')}, {manifest.get('created')})")
-        os.environ.setdefault("MPLBACKEND", "Agg")
         return verify(manifest["profile"], Path(tmp), log, device, what=f"bundle {bundle}")
 
 

@@ -202,9 +202,8 @@ def collect(runner, only: list[str] | None = None, check: bool = False) -> Plan:
     Raises :class:`PlanError` naming the notebook and cell when a notebook's code fails."""
     from ckd_lib.study.params import read_notebook
 
-    os.environ.setdefault("MPLBACKEND", "Agg")
     jobs = runner.plan(only)
-    with collecting(runner.profile.name) as collector:
+    with collecting(runner.profile.name) as collector, headless_plots():
         for job in jobs:
             collector.notebook = job.name
             cells = [(("parameters" in cell.metadata.get("tags", [])), cell.source)
@@ -220,6 +219,22 @@ def collect(runner, only: list[str] | None = None, check: bool = False) -> Plan:
                 continue
             _execute(job, cells[:last + 1], "checking" if check else "planning")
     return collector.plan
+
+
+@contextlib.contextmanager
+def headless_plots():
+    """Plots made while planning go nowhere (no window opens). Scoped, not set for the process:
+    a kernel papermill starts afterwards inherits the environment, and with ``MPLBACKEND=Agg``
+    its figures would never reach the executed notebook or the report."""
+    saved = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "Agg"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = saved
 
 
 def _execute(job, cells: list[tuple[bool, str]], doing: str = "planning") -> None:
