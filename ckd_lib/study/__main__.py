@@ -21,6 +21,7 @@ EPILOG = """examples:
   python -m ckd_lib.study --profile paper --plan          # runs, epochs, GPU-hours; runs nothing
   python -m ckd_lib.study --profile paper --executor slurm --slurm partition=gpu
   python -m ckd_lib.study --profile paper --status        # done / running / pending / failed
+  python -m ckd_lib.study --profile paper --rehearse      # every run, a few steps, generated data
 """
 
 
@@ -98,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--status", action="store_true",
                         help="print done / running / pending / failed per run (records and "
                              "SLURM), with the log of failed jobs; run nothing")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="rehearse the profile: every run it plans, a few steps each, on "
+                             "generated data of the real shapes, then every notebook and the "
+                             "report, into results/rehearse-<profile>/; the step times go to "
+                             "benchmarks/ for --plan (ckd_lib/study/rehearse.py)")
     parser.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE", default=[],
                         help="load a file or module that registers methods (besides the "
                              "profile's plugins); repeatable")
@@ -117,6 +123,10 @@ def _run(args: argparse.Namespace) -> int:
 
     kind = executor.check_executor(args.executor)
     profile = load_profile(args.profile)
+    if args.rehearse:
+        from ckd_lib.study.rehearse import rehearsal_profile
+
+        profile = rehearsal_profile(profile)
     options = profile.slurm.with_overrides(args.slurm)  # checked before anything is submitted
     if kind == "slurm" and args.devices is not None:
         raise ParameterError("--devices spreads runs over this machine's GPUs (--executor "
@@ -139,6 +149,10 @@ def _run(args: argparse.Namespace) -> int:
         return executor.show_status(runner, only)
     if kind == "slurm":
         return executor.submit(runner, options, only, args.argv)
+    if profile.rehearsal is not None:
+        from ckd_lib.study import rehearse
+
+        return rehearse.run(runner, only)
     return runner.run(only)
 
 

@@ -191,11 +191,13 @@ def collect(runner, only: list[str] | None = None) -> Plan:
     """The plan of ``runner``'s profile (every notebook, or ``only`` these), in notebook order.
 
     Raises :class:`PlanError` naming the notebook and cell when a notebook's code fails."""
+    from ckd_lib.study import rehearse
     from ckd_lib.study.params import read_notebook
 
     os.environ.setdefault("MPLBACKEND", "Agg")
     jobs = runner.plan(only)
-    with collecting(runner.profile.name) as collector:
+    before = rehearse.active()  # the notebooks set their profile's; this process keeps its own
+    with collecting(runner.profile.name) as collector, _restoring(rehearse, before):
         for job in jobs:
             collector.notebook = job.name
             cells = [(("parameters" in cell.metadata.get("tags", [])), cell.source)
@@ -207,6 +209,14 @@ def collect(runner, only: list[str] | None = None) -> Plan:
             collector.plan.notebooks.append(job.name)
             _execute(job, cells[:last + 1])
     return collector.plan
+
+
+@contextlib.contextmanager
+def _restoring(rehearse, before):
+    try:
+        yield
+    finally:
+        rehearse.activate(before)
 
 
 def _execute(job, cells: list[tuple[bool, str]]) -> None:
