@@ -133,8 +133,11 @@ class StepRate:
 
 
 def rehearsal_rates(folder: Path | None = None, kind: str = "gpu") -> list[StepRate]:
-    """The step times of the rehearsals in ``folder`` measured on ``kind`` ("gpu"/"cpu")."""
-    folder = folder or project_root() / "benchmarks"
+    """The step times of the rehearsals in ``folder`` (benchmarks/, or $CKD_BENCHMARKS_DIR
+    where a rehearsal was told to write them) measured on ``kind`` ("gpu"/"cpu")."""
+    from ckd_lib.study.rehearse import benchmarks_dir
+
+    folder = folder or benchmarks_dir()
     rates = []
     for path in sorted(folder.glob("rehearse-*.json")):
         try:
@@ -158,10 +161,10 @@ def rehearsal_rates(folder: Path | None = None, kind: str = "gpu") -> list[StepR
 def measured_rates(folder: Path | None = None, kind: str = "gpu") -> list:
     """The rates of the committed benchmark files (those present) measured on ``kind``: the
     GPU benchmarks and GPU rehearsals ("gpu"), or CPU rehearsals ("cpu")."""
-    folder = folder or project_root() / "benchmarks"
     if kind == "cpu":
         return rehearsal_rates(folder, "cpu")
     rates: list = rehearsal_rates(folder, "gpu")
+    folder = folder or project_root() / "benchmarks"
     cifar = folder / "bench_h200_run2.json"
     if cifar.is_file():
         data = json.loads(cifar.read_text())

@@ -75,6 +75,14 @@ class Profile:
             return self.name
         return str(Path(self.path).resolve())
 
+    @property
+    def location(self) -> str:
+        """What ``load_profile`` reads this profile back from in another process (a SLURM job):
+        the path of its file, or ``rehearse-<that path>`` for a rehearsal."""
+        if self.rehearsal is not None:
+            return REHEARSAL_PREFIX + self.parent.location
+        return str(self.path)
+
     def chain(self) -> list[Profile]:
         """The profiles this one is built from, root first, this one last."""
         return (self.parent.chain() if self.parent else []) + [self]
