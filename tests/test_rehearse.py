@@ -306,26 +306,6 @@ CPU_CLUSTER = ["--slurm", "gpus_per_task=0", "--slurm", "cpus_per_task=1", "--sl
                "time_min=10", "--slurm", "lock_wait_s=0"]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    from slurm_cluster import SlurmCluster, skip_reason
-
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
-    saved = os.environ.get("SLURM_CONF")
-    os.environ.update(cluster.environ())
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        if saved is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = saved
-
-
 def job_states(job_ids: list[str]) -> dict[str, str]:
     bases = ",".join(sorted({j.split("_")[0] for j in job_ids}))
     out = subprocess.run(["squeue", "--noheader", "--states=all", "--array", "--format=%i|%T",
