@@ -162,6 +162,37 @@ def test_profiles_that_cannot_be_rehearsed_are_refused_in_one_line(tmp_path):
     assert "dataset 'places365' cannot be rehearsed" in run.stderr
 
 
+def test_a_generated_folder_stands_in_for_imagenet_only(tmp_path):
+    """Found by the rehearsal's design: a generated folder has ImageNet's layout, which the
+    Places365 reader (torchvision's, md5-checked list files) never reads; the demo profile with
+    places365 failed inside the torchrun job, far from its cause."""
+    from ckd_lib.study.paths import StudyPaths
+    from ckd_lib.study.plan import StudyError
+    from ckd_lib.study.torchrun import folder_data_root
+
+    paths = StudyPaths.of("x", tmp_path)
+    with pytest.raises(StudyError, match="stands in for imagenet only, not 'places365'"):
+        folder_data_root("generated", "places365", paths)
+    with pytest.raises(StudyError, match="'val=x' is not one of classes=N, train=N, val=N"):
+        folder_data_root("generated:val=x", "imagenet", paths)
+
+
+def test_torchrun_jobs_are_relayed_once_and_fail_with_their_last_lines(tmp_path):
+    """Found by the COCO rehearsal: each line of a detection torchrun job reached the runner's
+    terminal twice (the job wrote to the kernel's own stdout, which the runner shows beside the
+    notebook's copy), and a failed job was a bare CalledProcessError. Both job kinds now go
+    through one relay."""
+    from ckd_lib.study.plan import StudyError
+    from ckd_lib.study.torchrun import run_torchrun
+
+    script = "print('iteration 1/2 loss 3'); print('noise'); print('iteration 2/2'); exit(3)"
+    lines: list[str] = []
+    with pytest.raises(StudyError, match=r"torchrun failed \(exit 3\) for job.yaml:\n"
+                                         r"iteration 1/2 loss 3\nnoise\niteration 2/2"):
+        run_torchrun([PYTHON, "-c", script], "job.yaml", ("iteration",), lines.append)
+    assert lines == [f"$ -c {script}", "iteration 1/2 loss 3", "iteration 2/2"]
+
+
 def test_a_real_run_refuses_a_rehearsal_teacher_in_one_line(tmp_path):
     """The teacher checkpoint of a rehearsal run (its record beside it says so) is refused for
     a real run before anything loads; a rehearsal run, or the same file without that record,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from ckd_lib.recipes import get_recipe
 from ckd_lib.study import planning, rehearse
 from ckd_lib.study.paths import StudyPaths, resolve
 from ckd_lib.study.plan import StudyError
+from ckd_lib.study.torchrun import run_torchrun
 
 __all__ = ["COCO_PAIRS", "coco_data_root", "coco_deviations", "detection_dir", "plan_students",
            "plan_teachers", "run_detection"]
@@ -224,8 +224,7 @@ def run_detection(configs: list[DetectionConfig], nproc_per_node: int = 1,
         command = [sys.executable, "-m", "torch.distributed.run",
                    f"--nproc_per_node={nproc_per_node}", "-m", "ckd_lib.detection.train",
                    "--config", str(path)]
-        print(" ".join(command), flush=True)
-        subprocess.run(command, check=True)
+        run_torchrun(command, path, ("iteration", "box AP", "resumed"))
         records.append(results.read_record(results.record_path(config.out_dir,
                                                                config.run_id())))
     return records

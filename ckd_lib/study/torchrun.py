@@ -36,6 +36,11 @@ def folder_data_root(data_root: str, dataset: str, paths) -> str:
     if data_root == GENERATED or data_root.startswith(GENERATED + ":"):
         from ckd_lib.data.demo_folder import make_demo_imagefolder
 
+        if dataset != "imagenet":
+            raise StudyError(f"data_root {data_root!r}: a generated folder has ImageNet's "
+                             f"layout and stands in for imagenet only, not {dataset!r} "
+                             "(torchvision's Places365 checks the md5 of its list files)")
+
         sizes = _sizes(data_root, {"classes": 4, "train": 12, "val": 4})
         name = "data" if data_root == GENERATED else "data-" + "-".join(
             f"{k}{v}" for k, v in sizes.items())
@@ -145,19 +150,28 @@ def launch(configs: list[RunConfig], nproc_per_node: int, work_dir: Path,
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    f"--nproc_per_node={nproc_per_node}", "-m", "ckd_lib.train",
                    "--config", str(config_file)]
-        log("$ " + " ".join(command[1:]))
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, bufsize=1) as proc:
-            tail = []
-            for line in proc.stdout:
-                line = line.rstrip()
-                tail = (tail + [line])[-40:]
-                if "epoch" in line or "error" in line.lower() or "resumed" in line:
-                    log(line)
-        if proc.returncode != 0:
-            raise StudyError(f"torchrun failed (exit {proc.returncode}) for {config_file}:\n"
-                             + "\n".join(tail))
+        run_torchrun(command, config_file, ("epoch", "resumed"), log)
     return [results.read_record(results.record_path(c.out_dir, c.run_id())) for c in configs]
+
+
+def run_torchrun(command: list[str], config_file, keep: tuple[str, ...],
+                 log: Callable[[str], None] = print) -> None:
+    """Run a torchrun job, relaying the lines that contain one of ``keep`` (and errors) once,
+    through ``log``: its processes write to a pipe, not to the notebook kernel's own stdout,
+    which the runner's terminal would show a second time beside the notebook's copy. A failure
+    is a StudyError with the job's last 40 lines."""
+    log("$ " + " ".join(command[1:]))
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, bufsize=1) as proc:
+        tail: list[str] = []
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = (tail + [line])[-40:]
+            if any(word in line for word in keep) or "error" in line.lower():
+                log(line)
+    if proc.returncode != 0:
+        raise StudyError(f"torchrun failed (exit {proc.returncode}) for {config_file}:\n"
+                         + "\n".join(tail))
 
 
 def results_table(records: list[dict]):
