@@ -100,10 +100,11 @@ def test_the_paper_rehearsal_plans_every_run_of_the_paper_with_its_models(paper_
             {k: v for k, v in b["loss"].items() if k not in scaled}
         assert a["rehearsal"] == {} and b["rehearsal"] == {
             "profile": "paper", "device": "cpu", "dataset": "cifar100",
-            "batch_size": a["batch_size"]}
-        # CIFAR-100's shape: 100 classes of 32x32 generated images; batches / 8 on the CPU
+            "batch_size": a["batch_size"], "lr": a["lr"]}
+        # CIFAR-100's shape: 100 classes of 32x32 generated images; batches / 8 on the CPU,
+        # the lr with them
         assert b["dataset"] == "synthetic:num_classes=100,num_train=32,num_test=100"
-        assert b["batch_size"] * 8 == a["batch_size"]
+        assert b["batch_size"] * 8 == a["batch_size"] and b["lr"] * 8 == pytest.approx(a["lr"])
         if a["loss"].get("chunk_size"):
             assert b["loss"]["chunk_size"] * 8 == a["loss"]["chunk_size"]
         # 240 epochs -> 1, 480 -> 2; step milestones inside them

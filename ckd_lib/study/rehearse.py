@@ -17,7 +17,9 @@ What a rehearsal changes, derived here from the profile (never a hand-written co
   iterations so that the longest recipe is 2 (360k -> 2, 180k -> 1). A profile whose schedules
   are already that short keeps them (its runs stay distinct).
 - batches: the recipe's on a GPU; on a CPU divided by :data:`CPU_BATCH_DIVISOR` (a multiple of
-  the processes, at least 2), CKD's chunk sizes with them; each record says which batch ran.
+  the processes, at least 2), CKD's chunk sizes and the learning rate with them (the linear
+  scaling rule: a few steps at the recipe's lr with an eighth of its batch sent the logits of
+  the paper rehearsal's students to cross-entropies of 30-40); each record says which ran.
 - torch.distributed: a job the profile runs on N processes runs on min(N, GPUs) processes, on a
   CPU on :data:`CPU_PROCESSES` gloo processes.
 - what needs a download: torchvision's ImageNet teachers and COCO R50 teacher become untrained
@@ -115,7 +117,9 @@ def active() -> Rehearsal | None:
 
 def adapt(data: dict, batch_key: str = "batch_size", processes: int = 1) -> dict:
     """A config (as a dict) as the active rehearsal runs it: its batch (and CKD chunk) scaled,
-    and its ``rehearsal`` field saying what it stands for. Unchanged outside a rehearsal."""
+    with the learning rate in proportion (the linear scaling rule, as a COCO run at another
+    batch has it; detection configs get it from ``coco``), and its ``rehearsal`` field saying
+    what it stands for. Unchanged outside a rehearsal."""
     spec = active()
     if spec is None:
         return data
@@ -127,6 +131,9 @@ def adapt(data: dict, batch_key: str = "batch_size", processes: int = 1) -> dict
     data["rehearsal"] = {"profile": spec.profile, "device": spec.device,
                          "dataset": spec.stands_for(data.get("dataset", "coco")),
                          batch_key: real}
+    if batch_key == "batch_size" and data[batch_key] != real:
+        data["rehearsal"]["lr"] = data["lr"]
+        data["lr"] = data["lr"] * data[batch_key] / real
     return data
 
 
