@@ -124,9 +124,10 @@ def _run(args: argparse.Namespace) -> int:
     kind = executor.check_executor(args.executor)
     profile = load_profile(args.profile)
     if args.rehearse:
-        from ckd_lib.study.rehearse import rehearsal_profile
+        from ckd_lib.study.rehearse import prepare_environment, rehearsal_profile
 
         profile = rehearsal_profile(profile)
+        prepare_environment()
     options = profile.slurm.with_overrides(args.slurm)  # checked before anything is submitted
     if kind == "slurm" and args.devices is not None:
         raise ParameterError("--devices spreads runs over this machine's GPUs (--executor "

@@ -26,7 +26,7 @@ import time
 from ckd_lib.engine import stop
 
 ENVIRONMENT = ("CKD_PLUGINS", "CKD_STUDY_ROOT", "CKD_DATA_ROOT", "TORCH_HOME",
-               "CKD_BENCHMARKS_DIR")
+               "CKD_BENCHMARKS_DIR", "OMP_WAIT_POLICY")
 
 
 def job_environment() -> dict:
