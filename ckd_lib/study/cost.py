@@ -107,12 +107,13 @@ class StepRate:
     batch: int
     stands_for_batch: int
     eval_seconds_per_image: float
+    load: str = ""  # the machine's load average while the rehearsal ran
 
     def describe(self) -> str:
         scaled = ", its batches scaled to the recipes' in proportion" \
             if self.batch != self.stands_for_batch else ""
         return (f"{self.device} ({self.device_type}): the rehearsal of profile {self.profile}, "
-                f"{self.date[:10]}, commit {(self.commit or '?')[:10]}{scaled} "
+                f"{self.date[:10]}, commit {(self.commit or '?')[:10]}{scaled}{self.load} "
                 f"(benchmarks/{self.source})")
 
     def seconds(self, unit: Unit) -> float:
@@ -146,6 +147,8 @@ def rehearsal_rates(folder: Path | None = None, kind: str = "gpu") -> list[StepR
             continue
         if data.get("what") != "rehearsal" or data.get("device_type") != KINDS[kind]:
             continue
+        loads = [v[0] for v in (data.get("load_average") or {}).values() if v]
+        load = f", load average {' -> '.join(f'{x:.1f}' for x in loads)}" if loads else ""
         for unit in data.get("units", []):
             if unit.get("device_seconds_per_step") is None:
                 continue
@@ -154,7 +157,7 @@ def rehearsal_rates(folder: Path | None = None, kind: str = "gpu") -> list[StepR
                                   data.get("commit") or "", unit["key"],
                                   unit["device_seconds_per_step"], int(unit["batch"]),
                                   int(unit["stands_for_batch"]),
-                                  float(unit.get("eval_seconds_per_image") or 0.0)))
+                                  float(unit.get("eval_seconds_per_image") or 0.0), load))
     return rates
 
 
@@ -283,7 +286,7 @@ def format_cost(plan: Plan, rates: list | None = None, cpu_rates: list | None = 
     cpu_rows, cpu_total, cpu_used = cost_table(plan, cpu_rates)
     cpu = {row.name: row for row in cpu_rows + [cpu_total]} if cpu_used else {}
     head = (f"{'notebook':<20} {'runs':>6} {'jobs':>6} {'epochs':>9} {'iterations':>11} "
-            f"{'GPU-h (measured part)':>22}  " + (f"{'CPU-h':>7}  " if cpu else "")
+            f"{'GPU-h (measured part)':>22}  " + (f"{'CPU-h':>11}  " if cpu else "")
             + "not measured")
     lines = [f"Cost plan of profile {plan.profile}: {total.runs} run(s) in {total.jobs} job(s)",
              "", head, "-" * len(head)]
@@ -292,7 +295,7 @@ def format_cost(plan: Plan, rates: list | None = None, cpu_rates: list | None = 
             lines.append("-" * len(head))
         missing = (f"{MARK}: {row.unmeasured_runs} run(s) in {row.unmeasured_jobs} job(s)"
                    if row.unmeasured_jobs else "-")
-        extra = f"{_measured(cpu[row.name]):>7}  " if cpu else ""
+        extra = f"{_measured(cpu[row.name]):>11}  " if cpu else ""
         lines.append(f"{row.name:<20} {row.runs:>6} {row.jobs:>6} {row.epochs:>9,} "
                      f"{row.iterations:>11,} {_measured(row):>22}  {extra}{missing}")
     lines.append("")
