@@ -116,6 +116,23 @@ def test_the_paper_rehearsal_plans_every_run_of_the_paper_with_its_models(paper_
     assert not ids & {r["run_id"] for u in rehearsal.units for r in u.runs}
 
 
+def test_every_shipped_profile_rehearses_its_own_job_graph(tmp_path):
+    """A rehearsal must never merge or drop runs (a schedule cut to one epoch could make two
+    runs one): for each shipped profile, the same runs per job and the same dependencies."""
+    for name in ("tiny", "demo", "quick", "imagenet_demo", "coco_demo"):
+        real = planning.collect(Runner(load_profile(name), results_dir=str(tmp_path)))
+        rehearsal = planning.collect(Runner(load_profile(f"rehearse-{name}"),
+                                            results_dir=str(tmp_path)))
+        assert rehearse.compare_plans(real, rehearsal) == [], name
+        assert all(c["rehearsal"]["profile"] == name for c in configs_of(rehearsal))
+    # and a departure is named, notebook by notebook
+    merged = planning.Plan("x", [planning.Unit("20_same_arch", "classification", [{}],
+                                               [{"run_id": "a", "out_dir": "o",
+                                                 "teacher_checkpoint": ""}])])
+    assert rehearse.compare_plans(real, merged)[-1] == (
+        "20_same_arch: the profile plans 0 run(s) in 0 job(s), its rehearsal 1 in 1")
+
+
 def test_the_imagenet_rehearsal_reads_a_generated_1000_class_folder_at_224(tmp_path):
     real = planning.collect(Runner(load_profile("imagenet"), results_dir=str(tmp_path)))
     rehearsal = planning.collect(Runner(load_profile("rehearse-imagenet"),
