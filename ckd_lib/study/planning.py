@@ -196,8 +196,8 @@ def collect(runner, only: list[str] | None = None) -> Plan:
 
     os.environ.setdefault("MPLBACKEND", "Agg")
     jobs = runner.plan(only)
-    before = rehearse.active()  # the notebooks set their profile's; this process keeps its own
-    with collecting(runner.profile.name) as collector, _restoring(rehearse, before):
+    # the notebooks activate their profile's rehearsal (or none); this process keeps its own
+    with collecting(runner.profile.name) as collector, rehearse.restored():
         for job in jobs:
             collector.notebook = job.name
             cells = [(("parameters" in cell.metadata.get("tags", [])), cell.source)
@@ -209,14 +209,6 @@ def collect(runner, only: list[str] | None = None) -> Plan:
             collector.plan.notebooks.append(job.name)
             _execute(job, cells[:last + 1])
     return collector.plan
-
-
-@contextlib.contextmanager
-def _restoring(rehearse, before):
-    try:
-        yield
-    finally:
-        rehearse.activate(before)
 
 
 def _execute(job, cells: list[tuple[bool, str]]) -> None:

@@ -42,6 +42,7 @@ activates it (or none) in every notebook, and the functions that build configs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -115,6 +116,17 @@ def active() -> Rehearsal | None:
     return _ACTIVE[0]
 
 
+@contextlib.contextmanager
+def restored():
+    """Whatever the code inside activates, the rehearsal in force afterwards is the one before
+    (plan mode executes notebooks, which activate their profile's, in this process)."""
+    before = active()
+    try:
+        yield
+    finally:
+        activate(before)
+
+
 def adapt(data: dict, batch_key: str = "batch_size", processes: int = 1) -> dict:
     """A config (as a dict) as the active rehearsal runs it: its batch (and CKD chunk) scaled,
     with the learning rate in proportion (the linear scaling rule, as a COCO run at another
@@ -173,7 +185,8 @@ def rehearsal_profile(profile, device: str | None = None):
     declared = {name: notebook_parameters(notebooks_dir() / f"{name}.py", where=name)
                 for name in profile.notebooks}
     values = {name: profile.values_for(name, declared[name]) for name in profile.notebooks}
-    small = _small_dataset(profile, values, spec)
+    small = _small_dataset(profile, {n: v for n, v in values.items()
+                                     if _kind(declared[n]) == "small"}, spec)
     if small:
         spec = Rehearsal(**{**spec.__dict__, "datasets": (small,)})
     sections = {name: _overrides(name, declared[name], values[name], spec, small)
@@ -195,15 +208,14 @@ def _kind(declared) -> str:
 
 
 def _small_dataset(profile, values: dict, spec: Rehearsal) -> tuple[str, str] | None:
-    """(generated dataset, the dataset it stands for) shared by every CIFAR-like notebook (the
-    teachers of notebook 10 are looked up by dataset), sized so that the largest batch any of
-    them trains with takes ``spec.steps`` steps per epoch."""
+    """(generated dataset, the dataset it stands for) shared by every CIFAR-like notebook
+    (``values``: theirs; the teachers of notebook 10 are looked up by dataset), sized so that
+    the largest batch any of them trains with takes ``spec.steps`` steps per epoch."""
     from ckd_lib.data.catalog import CATALOG, SMALL_DATASETS, dataset_base
     from ckd_lib.recipes import all_recipes
 
-    real = {v["dataset"] for v in values.values() if "nproc_per_node" not in v
-            and "loss_repeats" not in v and "dataset" in v}
-    real = {d for d in real if dataset_base(d) in SMALL_DATASETS}
+    real = {v["dataset"] for v in values.values()
+            if "dataset" in v and dataset_base(v["dataset"]) in SMALL_DATASETS}
     if not real:
         return None
     if len(real) > 1:
