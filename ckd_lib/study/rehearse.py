@@ -246,6 +246,7 @@ def _epoch_scale(scale: float, dataset: str) -> float:
 def _overrides(notebook: str, declared, values: dict, spec: Rehearsal, small) -> dict:
     """The rehearsal's own values for one notebook (the profile's for everything else)."""
     from ckd_lib.data.imagefolder import NUM_CLASSES
+    from ckd_lib.recipes import all_recipes
 
     kind = _kind(declared)
     out: dict = {}
@@ -270,8 +271,6 @@ def _overrides(notebook: str, declared, values: dict, spec: Rehearsal, small) ->
                 "folder stands in for imagenet only (torchvision's Places365 checks the md5 of "
                 "its list files, which generated data cannot match)")
         processes = min(values["nproc_per_node"], spec.processes)
-        from ckd_lib.recipes import all_recipes
-
         batches = [values["batch_size"]] if values["batch_size"] else \
             [r.batch_size for r in all_recipes() if r.dataset == dataset]
         out.update(data_root=f"generated:classes={NUM_CLASSES[dataset]},train=1,val=1",
@@ -284,7 +283,10 @@ def _overrides(notebook: str, declared, values: dict, spec: Rehearsal, small) ->
         if spec.device == "cpu":
             out["num_workers"] = 1
     elif kind == "coco":
-        longest = 360_000  # the ReviewKD+CKD recipes (ckd_lib/resources/recipes.csv)
+        from ckd_lib.detection.config import parse_iteration_schedule
+
+        longest = max(parse_iteration_schedule(r.schedule_text)[0] for r in all_recipes()
+                      if r.dataset == "coco")  # 360k: the ReviewKD+CKD recipes
         scale = values["iteration_scale"]
         sizes = ",".join(f"{k}={v}" for k, v in COCO_IMAGES.items())
         out.update(data_root=f"shapes:{sizes},categories=coco",
