@@ -11,8 +11,8 @@ STUDY = $(PYTHON) -m ckd_lib.study --profile $(PROFILE) --executor $(EXECUTOR) \
 	$(if $(DEVICES),--devices $(DEVICES)) $(foreach option,$(SLURM),--slurm $(option))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint reproduce plan status bench clean notebooks environment teachers same-arch \
-	cross-arch ablations budget efficiency visualisations imagenet coco coco-demo report verify
+.PHONY: help setup test lint reproduce plan status rehearse bench clean notebooks environment teachers \
+	same-arch cross-arch ablations budget efficiency visualisations imagenet coco coco-demo report verify
 
 help: ## List the targets with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -38,6 +38,9 @@ reproduce: setup ## Run PROFILE (default demo) into results/PROFILE/report.html 
 
 plan: setup ## Runs, epochs and estimated GPU-hours of PROFILE, per notebook; runs nothing
 	$(PYTHON) -m ckd_lib.study --profile $(PROFILE) --plan
+
+rehearse: setup ## Every run of PROFILE, a few steps each on generated data, then its report (results/rehearse-PROFILE/, step times in benchmarks/)
+	$(STUDY) --rehearse
 
 status: setup ## Done / running / pending / failed per run of PROFILE (records and SLURM)
 	$(PYTHON) -m ckd_lib.study --profile $(PROFILE) --status

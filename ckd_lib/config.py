@@ -90,6 +90,10 @@ class RunConfig(RunConfigBase):
     checkpoint_every: int = 1
     progress: bool = True
     label: str = ""
+    # What a rehearsal run stands for ({"dataset", "batch_size"} of the real run); {} for a real
+    # run. Hashed only when set, so a rehearsal is never the run it rehearses
+    # (ckd_lib.study.rehearse, ckd_lib.rehearsal).
+    rehearsal: dict = field(default_factory=dict)
 
     TASK = "classification"
     NOT_HASHED = NOT_HASHED
@@ -254,6 +258,9 @@ class RunConfig(RunConfigBase):
             return
         if self.teacher_checkpoint != "untrained" and not Path(self.teacher_checkpoint).is_file():
             raise ConfigError(f"teacher_checkpoint={self.teacher_checkpoint!r}: no such file")
+        from ckd_lib.rehearsal import check_teacher
+
+        check_teacher(self.teacher_checkpoint, self.rehearsal)
 
 
 def load_configs(path: str | Path) -> list[RunConfig]:

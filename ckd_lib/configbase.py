@@ -93,6 +93,8 @@ class RunConfigBase:
         """What the hash covers: every field but the execution options, loss resolved."""
         data = {k: v for k, v in self.to_dict().items() if k not in self.NOT_HASHED}
         data["loss"] = self.loss_params()
+        if not data.get("rehearsal"):  # real runs keep the ids they had before the field
+            data.pop("rehearsal", None)
         return data
 
     def config_hash(self) -> str:

@@ -24,6 +24,7 @@ SIGUSR1) with the checkpoint written: the same command resumes; 130 interrupted 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ckd_lib.config import ConfigError, RunConfig, load_configs
@@ -115,7 +116,8 @@ def _run(args: argparse.Namespace) -> int:
         records = train(configs)
     finally:
         stop.restore_handlers(old)
-    for record in records:
+    # every torchrun rank gets the records; one summary (rank 0's) is enough
+    for record in records if int(os.environ.get("RANK", "0")) == 0 else []:
         print(f"{record['run_id']}: best top-1 {record['best']['top1']:.2f} "
               f"(epoch {record['best']['epoch']}), last top-1 {record['last']['top1']:.2f}")
     return 0

@@ -65,11 +65,12 @@ display(data_table)
 # %%
 train = splits["train"]
 fig, axes = plt.subplots(2, 8, figsize=(12, 3.4))
-for ax, i in zip(axes.flat, range(16), strict=True):
-    ax.imshow(train.images[i].permute(1, 2, 0).numpy())
-    name = train.classes[int(train.labels[i])] if getattr(train, "classes", None) else ""
-    ax.set_title(f"{int(train.labels[i])} {name}"[:14], fontsize=8)
+for i, ax in enumerate(axes.flat):  # up to 16 images (a rehearsal's set may hold fewer)
     ax.axis("off")
+    if i < len(train.labels):
+        ax.imshow(train.images[i].permute(1, 2, 0).numpy())
+        name = train.classes[int(train.labels[i])] if getattr(train, "classes", None) else ""
+        ax.set_title(f"{int(train.labels[i])} {name}"[:14], fontsize=8)
 fig.suptitle(f"{train.name}: first training images")
 plt.show()
 

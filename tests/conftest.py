@@ -4,6 +4,9 @@
 minutes on 2 cores): the notebooks test checks what it left behind, and the SLURM test compares
 its own results with it (the same runs through ``--executor slurm`` must give the same numbers).
 
+``cluster`` (per test module): a real one-node SLURM (``tests/slurm_cluster.py``) for the
+modules that submit jobs, skipped, saying why, where it cannot start.
+
 ``isolated_registry`` (every test): a method or plugin a test registers is gone after it, so that
 tests do not see each other's methods (in the report's order and colours, or in ``CKD_PLUGINS``
 passed on to kernels) whatever order they run in.
@@ -59,3 +62,23 @@ def tiny_study(tmp_path_factory) -> LocalStudy:
                         stdout=log, stderr=log, sync_pairs=False)
         code = runner.run()
     return LocalStudy(results_dir, runner, code, lines, (results_dir / "kernel.log").read_text())
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from slurm_cluster import SlurmCluster, skip_reason
+
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    saved = os.environ.get("SLURM_CONF")
+    os.environ.update(cluster.environ())
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        if saved is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = saved

@@ -106,6 +106,7 @@ def run_to_end(config: RunConfig, path) -> dict:
     proc = torchrun(path)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
+    assert out.count(f"{config.run_id()}: best top-1") == 1, out  # rank 0's summary only
     return results.read_record(results.record_path(config.out_dir, config.run_id()))
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from slurm_cluster import SlurmCluster, skip_reason
 
 from ckd_lib import results
 from ckd_lib.config import RunConfig
@@ -206,24 +205,6 @@ def test_multi_gpu_and_detection_runs_are_planned_as_multi_task_jobs_after_their
 
 
 # -- a real SLURM ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
-    saved = os.environ.get("SLURM_CONF")
-    os.environ.update(cluster.environ())
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        if saved is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = saved
-
-
 def squeue(job_ids, fields="%T|%r") -> dict[str, list[str]]:
     bases = ",".join(sorted({j.split("_")[0] for j in job_ids}))
     out = subprocess.run(["squeue", "--noheader", "--states=all", "--array",

@@ -118,6 +118,8 @@ class DetectionConfig(RunConfigBase):
     out_dir: str = "results/coco/runs"
     label: str = "coco"
     progress: bool = False
+    # What a rehearsal run stands for ({} for a real run; ckd_lib.study.rehearse)
+    rehearsal: dict = field(default_factory=dict)
 
     TASK = "detection"
     NOT_HASHED = EXECUTION_FIELDS
@@ -234,6 +236,9 @@ class DetectionConfig(RunConfigBase):
                               f"teacher {self.teacher!r} needs a checkpoint file")
         if check_files:
             from ckd_lib.detection.coco import check_coco_root
+            from ckd_lib.rehearsal import check_teacher
+
+            check_teacher(self.teacher_checkpoint, self.rehearsal)
 
             check_coco_root(self.data_root, splits=(self.train_split, self.val_split))
 

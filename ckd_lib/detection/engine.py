@@ -346,6 +346,7 @@ class DetectionTrainer:
                             "per_device_images": config.images_per_batch // dist.world_size},
             "provenance": {**results.git_state(), **results.environment(self.device),
                            "plugins": loaded_plugins()},
+            "rehearsal": config.rehearsal,  # {} for a real run (ckd_lib.rehearsal)
         }
 
     # -- checkpoints and evaluations ------------------------------------------------------------

@@ -45,6 +45,33 @@ CATEGORIES = (
 )
 # Class colours (RGB); each object jitters them a little.
 _COLOURS = {1: (210, 60, 50), 3: (60, 200, 80), 7: (70, 100, 230)}
+_KINDS = {1: "square", 3: "disc", 7: "triangle"}  # what each category is drawn as
+
+
+def coco_categories() -> tuple[dict, ...]:
+    """The 80 categories with MS-COCO's own ids (1..90 with gaps), each drawn as one of the three
+    shapes in a colour of its own: what a rehearsal of the COCO table generates, so that the
+    detectors have COCO's 81 classes and the id -> label mapping sees COCO's gaps."""
+    from ckd_lib.detection.models import COCO_CATEGORY_IDS
+
+    return tuple({"id": int(i), "name": f"category_{i}", "supercategory": "shape"}
+                 for i in COCO_CATEGORY_IDS)
+
+
+def _palette(categories) -> tuple[dict, dict]:
+    """(colour, kind) per category id: the three shapes' own, else spread over hue."""
+    import colorsys
+
+    colours, kinds = {}, {}
+    for index, category in enumerate(categories):
+        cid = category["id"]
+        if categories == CATEGORIES:
+            colours[cid], kinds[cid] = _COLOURS[cid], _KINDS[cid]
+            continue
+        r, g, b = colorsys.hsv_to_rgb((index * 0.618034) % 1.0, 0.75, 0.9)
+        colours[cid] = (int(r * 255), int(g * 255), int(b * 255))
+        kinds[cid] = ("square", "disc", "triangle")[index % 3]
+    return colours, kinds
 _SPLITS = (("train2017", 0), ("val2017", 1))
 _MIN_OBJECT = 16
 _MAX_TRIES = 50
@@ -85,19 +112,20 @@ def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
 
 
-def _draw_shape(rng: np.random.Generator, category: int, height: int, width: int):
-    """(full mask, polygon or None) of one shape placed inside the image."""
+def _draw_shape(rng: np.random.Generator, kind: str, height: int, width: int):
+    """(full mask, polygon or None) of one shape ("square", "disc", "triangle") placed inside
+    the image."""
     limit = min(height, width) // 2
     w = int(rng.integers(_MIN_OBJECT, limit + 1))
     h = int(rng.integers(_MIN_OBJECT, limit + 1))
     x0 = int(rng.integers(0, width - w + 1))
     y0 = int(rng.integers(0, height - h + 1))
-    if category == 3:
+    if kind == "disc":
         cy, cx = y0 + h / 2, x0 + w / 2
         ys, xs = np.mgrid[0:height, 0:width]
         inside = ((xs + 0.5 - cx) / (w / 2)) ** 2 + ((ys + 0.5 - cy) / (h / 2)) ** 2 <= 1.0
         return inside, None
-    if category == 1:
+    if kind == "square":
         polygon = [x0, y0, x0 + w, y0, x0 + w, y0 + h, x0, y0 + h]
     else:
         apex = x0 + int(rng.integers(0, w + 1))
@@ -109,14 +137,16 @@ def _draw_shape(rng: np.random.Generator, category: int, height: int, width: int
     return _polygon_mask(polygon, height, width), polygon
 
 
-def _place_objects(rng: np.random.Generator, height: int, width: int, max_objects: int):
+def _place_objects(rng: np.random.Generator, height: int, width: int, max_objects: int,
+                   categories=CATEGORIES):
     """Objects in painting order: dicts with category, full mask, polygon, colour."""
+    colours, kinds = _palette(categories)
     wanted = int(rng.integers(1, max_objects + 1))
     objects: list[dict] = []
     for _ in range(wanted):
-        category = int(rng.choice([c["id"] for c in CATEGORIES]))
+        category = int(rng.choice([c["id"] for c in categories]))
         for _try in range(_MAX_TRIES):
-            mask, polygon = _draw_shape(rng, category, height, width)
+            mask, polygon = _draw_shape(rng, kinds[category], height, width)
             if mask.sum() == 0:
                 continue
             box = _tight_box(mask)
@@ -136,7 +166,7 @@ def _place_objects(rng: np.random.Generator, height: int, width: int, max_object
         for other in objects:
             other["visible"] = other["visible"] & ~mask
         jitter = rng.integers(-20, 21, size=3)
-        colour = np.clip(np.array(_COLOURS[category]) + jitter, 0, 255)
+        colour = np.clip(np.array(colours[category]) + jitter, 0, 255)
         objects.append(
             {"category": category, "mask": mask, "visible": mask.copy(), "box": box,
              "polygon": polygon, "colour": colour}
@@ -148,7 +178,8 @@ def _render(rng: np.random.Generator, params: dict):
     """One image (uint8 HxWx3) and its objects."""
     height = int(rng.integers(params["min_size"], params["max_size"] + 1))
     width = int(rng.integers(params["min_size"], params["max_size"] + 1))
-    objects = _place_objects(rng, height, width, params["max_objects"])
+    objects = _place_objects(rng, height, width, params["max_objects"],
+                             _categories(params.get("categories", "shapes")))
     base = rng.integers(20, 90, size=3)
     image = np.broadcast_to(base, (height, width, 3)).astype(np.float64)
     for obj in objects:
@@ -203,8 +234,12 @@ def _split_json(root: Path, split: str, code: int, count: int, params: dict, fir
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [dict(c) for c in CATEGORIES],
+        "categories": [dict(c) for c in _categories(params.get("categories", "shapes"))],
     }
+
+
+def _categories(name: str) -> tuple[dict, ...]:
+    return coco_categories() if name == "coco" else CATEGORIES
 
 
 def _existing_parameters(annotation_file: Path):
@@ -237,12 +272,16 @@ def make_shapes_dataset(
     max_size: int = 160,
     max_objects: int = 3,
     seed: int = 0,
+    categories: str = "shapes",
 ) -> Path:
     """Write (or find) the shapes dataset under ``root`` in the COCO 2017 layout; returns root.
 
     ``<root>/train2017/*.png``, ``<root>/val2017/*.png`` and
-    ``<root>/annotations/instances_{train2017,val2017}.json``.
+    ``<root>/annotations/instances_{train2017,val2017}.json``. ``categories``: "shapes" (the
+    three above) or "coco" (COCO's 80 categories and ids, :func:`coco_categories`).
     """
+    if categories not in ("shapes", "coco"):
+        raise ValueError(f"categories must be 'shapes' or 'coco', got {categories!r}")
     _check_int("num_train", num_train, 1)
     _check_int("num_val", num_val, 1)
     _check_int("min_size", min_size, 2 * _MIN_OBJECT)
@@ -255,6 +294,8 @@ def make_shapes_dataset(
         "version": SHAPES_VERSION, "num_train": num_train, "num_val": num_val,
         "min_size": min_size, "max_size": max_size, "max_objects": max_objects, "seed": seed,
     }
+    if categories != "shapes":  # the three shapes' datasets keep the parameters they had
+        params["categories"] = categories
     counts = {"train2017": (num_train, 1), "val2017": (num_val, num_train + 1)}
 
     files = {split: root / "annotations" / f"instances_{split}.json" for split, _ in _SPLITS}

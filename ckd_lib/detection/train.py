@@ -20,6 +20,7 @@ stopped on a signal with its checkpoint written.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ckd_lib.configbase import ConfigError
@@ -90,7 +91,8 @@ def _run(args: argparse.Namespace) -> int:
         stop.restore_handlers(old)
     last = record["last"]
     ap = "n/a" if last["AP"] is None else f"{last['AP']:.2f}"
-    print(f"{record['run_id']}: {record['status']}, box AP {ap}")
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary per run, not one per rank
+        print(f"{record['run_id']}: {record['status']}, box AP {ap}")
     return 0
 
 

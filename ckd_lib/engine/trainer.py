@@ -438,6 +438,7 @@ class GroupTrainer:
             "train_seconds": train_seconds, "wall_seconds": self.elapsed,
             "images_per_second": images / train_seconds if train_seconds else None,
             "provenance": self.provenance,
+            "rehearsal": s.config.rehearsal,  # {} for a real run (ckd_lib.rehearsal)
         }
 
     def _finish(self, s: StudentRun) -> dict:

@@ -66,7 +66,7 @@ def detection_frame(results_dir: str | Path, profile: str) -> pd.DataFrame:
 def departures(record: dict) -> list[str]:
     """How a detection run differs from the paper's setting (empty: it is the paper's)."""
     config = record["config"]
-    out = []
+    out = ["REHEARSAL: a few iterations on generated images"] if record.get("rehearsal") else []
     if list(record.get("data", {}).get("categories", [])) != list(COCO_CATEGORY_IDS):
         out.append("not COCO's 80 categories (generated or other data)")
     if config.get("train_limit") or config.get("val_limit"):

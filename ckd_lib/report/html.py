@@ -345,6 +345,11 @@ def banner(study: Study) -> tuple[str, str, bool]:
     if frame.empty:
         return (f"{profile}: no complete run records under {study.runs_dir} — this report holds "
                 "no results", paper_state, False)
+    rehearsed = sum(bool(r.get("rehearsal")) for r in study.records)  # ckd_lib.rehearsal
+    if rehearsed:
+        return (f"{profile}: a REHEARSAL — {rehearsed} runs of a few steps on generated data; it "
+                "tests the pipeline and measures step times, its numbers mean NOTHING",
+                paper_state, False)
     datasets = sorted(set(frame["dataset"]))
     pretty = ", ".join(pretty_dataset(d) for d in datasets)
     shortened = False

@@ -24,6 +24,7 @@ EPILOG = """examples:
   python -m ckd_lib.study --profile demo --verify          # audit results against records
   python -m ckd_lib.study --profile demo --export demo.tar.gz
   python -m ckd_lib.study --verify --bundle demo.tar.gz    # audit a bundle made elsewhere
+  python -m ckd_lib.study --profile paper --rehearse      # every run, a few steps, generated data
 """
 
 
@@ -101,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--status", action="store_true",
                         help="print done / running / pending / failed per run (records and "
                              "SLURM), with the log of failed jobs; run nothing")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="rehearse the profile: every run it plans, a few steps each, on "
+                             "generated data of the real shapes, then every notebook and the "
+                             "report, into results/rehearse-<profile>/; the step times go to "
+                             "benchmarks/ for --plan (ckd_lib/study/rehearse.py)")
     parser.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE", default=[],
                         help="load a file or module that registers methods (besides the "
                              "profile's plugins); repeatable")
@@ -133,6 +139,11 @@ def _run(args: argparse.Namespace) -> int:
 
     kind = executor.check_executor(args.executor)
     profile = load_profile(args.profile)
+    if args.rehearse:
+        from ckd_lib.study.rehearse import prepare_environment, rehearsal_profile
+
+        profile = rehearsal_profile(profile)
+        prepare_environment()
     options = profile.slurm.with_overrides(args.slurm)  # checked before anything is submitted
     if kind == "slurm" and args.devices is not None:
         raise ParameterError("--devices spreads runs over this machine's GPUs (--executor "
@@ -159,6 +170,10 @@ def _run(args: argparse.Namespace) -> int:
     if kind == "slurm":
         return executor.submit(runner, options, only, args.argv)
     with stop_on_sigterm():  # like Ctrl-C: the notebook's kernel is shut down, the rest kept
+        if profile.rehearsal is not None:
+            from ckd_lib.study import rehearse
+
+            return rehearse.run(runner, only)
         return runner.run(only)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -33,9 +32,10 @@ from ckd_lib.detection.config import (
 )
 from ckd_lib.detection.shapes import make_shapes_dataset
 from ckd_lib.recipes import get_recipe
-from ckd_lib.study import planning
+from ckd_lib.study import planning, rehearse
 from ckd_lib.study.paths import StudyPaths, resolve
 from ckd_lib.study.plan import StudyError
+from ckd_lib.study.torchrun import run_torchrun
 
 __all__ = ["COCO_PAIRS", "coco_data_root", "coco_deviations", "detection_dir", "plan_students",
            "plan_teachers", "run_detection"]
@@ -55,10 +55,14 @@ def coco_data_root(data_root: str, paths: StudyPaths) -> str:
         return str(make_shapes_dataset(paths.root / "data" / "shapes", num_train=64,
                                        num_val=24, seed=0))
     if data_root.startswith(SHAPES + ":"):
-        sizes = dict(item.split("=") for item in data_root.split(":", 1)[1].split(","))
-        return str(make_shapes_dataset(paths.root / "data" / data_root.replace(":", "_"),
-                                       num_train=int(sizes.get("train", 64)),
-                                       num_val=int(sizes.get("val", 24)), seed=0))
+        # "shapes:train=4,val=2,min_size=480,max_size=640,categories=coco" (a rehearsal's)
+        options = dict(item.split("=", 1) for item in data_root.split(":", 1)[1].split(","))
+        sizes = {k: int(options.pop(k, d)) for k, d in (("train", 64), ("val", 24),
+                                                          ("min_size", 96), ("max_size", 160))}
+        folder = data_root.replace(":", "_").replace(",", "_").replace("=", "")
+        return str(make_shapes_dataset(paths.root / "data" / folder, num_train=sizes["train"],
+                                       num_val=sizes["val"], min_size=sizes["min_size"],
+                                       max_size=sizes["max_size"], seed=0, **options))
     if data_root:
         return str(resolve(data_root))
     base = os.environ.get("CKD_DATA_ROOT", "data")
@@ -77,6 +81,8 @@ def coco_deviations(p) -> list[str]:
         student_weights=None if p.student_weights == "imagenet" else p.student_weights).items()
         if v}
     out = [f"{k}={v}" for k, v in departures.items()]
+    if rehearse.active():
+        out.insert(0, rehearse.active().describe())
     if departures.get("data"):
         out.insert(0, "DATA: generated shapes in COCO's format, NOT MS-COCO; these numbers "
                       "demonstrate the pipeline only")
@@ -113,6 +119,7 @@ def _scaled(teacher: str | None, student: str, method: str, scale: float,
     published, _ = parse_iteration_schedule(recipe.schedule_text)
     total = iterations or max(1, round(published * scale))
     config = DetectionConfig.from_recipe(teacher, student, method, iterations=total, **options)
+    config = rehearse.adapt_config(config, "images_per_batch")  # a rehearsal's smaller batch
     if config.images_per_batch != recipe.batch_size:
         # another batch keeps the recipe's lr per image (the linear scaling rule)
         config.lr = recipe.lr * config.images_per_batch / recipe.batch_size
@@ -217,8 +224,7 @@ def run_detection(configs: list[DetectionConfig], nproc_per_node: int = 1,
         command = [sys.executable, "-m", "torch.distributed.run",
                    f"--nproc_per_node={nproc_per_node}", "-m", "ckd_lib.detection.train",
                    "--config", str(path)]
-        print(" ".join(command), flush=True)
-        subprocess.run(command, check=True)
+        run_torchrun(command, path, ("iteration", "box AP", "resumed"))
         records.append(results.read_record(results.record_path(config.out_dir,
                                                                config.run_id())))
     return records

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from ckd_lib.errors import InputError
 from ckd_lib.study import planning
-from ckd_lib.study.paths import profiles_dir
 from ckd_lib.study.plan import StudyError
 from ckd_lib.study.runner import Runner
 from ckd_lib.study.slurm_options import SlurmOptions
@@ -105,8 +104,7 @@ def submit(runner: Runner, options: SlurmOptions, only: list[str] | None, argv: 
     if not new:
         log("no run job submitted: every unit not done is pending or running")
     command = "python -m ckd_lib.study " + shlex.join(argv)
-    where = ["--profile", str(runner.profile.path if runner.profile.path.parent != profiles_dir()
-                              else runner.profile.name)]
+    where = ["--profile", runner.profile.reference]
     if runner.results_dir != "results":
         where += ["--results-dir", runner.results_dir]
     log(f"submitted {len(new)} run job(s); logs in {submitter.folder / 'logs'}\n"

@@ -25,7 +25,8 @@ import time
 
 from ckd_lib.engine import stop
 
-ENVIRONMENT = ("CKD_PLUGINS", "CKD_STUDY_ROOT", "CKD_DATA_ROOT", "TORCH_HOME")
+ENVIRONMENT = ("CKD_PLUGINS", "CKD_STUDY_ROOT", "CKD_DATA_ROOT", "TORCH_HOME",
+               "CKD_BENCHMARKS_DIR", "OMP_WAIT_POLICY")
 
 
 def job_environment() -> dict:
@@ -149,4 +150,8 @@ class NotebooksJob:
         runner = Runner(load_profile(self.profile), results_dir=self.results_dir)
         if runner.run(self.only) != 0:
             raise StudyError(f"the notebooks of profile {self.profile} failed (see above)")
+        if runner.profile.rehearsal is not None:  # its step times, for --plan
+            from ckd_lib.study.rehearse import finish_after_jobs
+
+            finish_after_jobs(runner)
         return 0

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 
 from ckd_lib.study.params import ParameterError, check_parameters, notebook_parameters
 from ckd_lib.study.paths import notebooks_dir
-from ckd_lib.study.profiles import Profile, available_profiles, load_profile
+from ckd_lib.study.profiles import (
+    REHEARSAL_PREFIX,
+    Profile,
+    available_profiles,
+    load_profile,
+)
 
 RUNNER_SET = ("profile", "results_dir")
 
@@ -56,7 +61,8 @@ def parameters(notebook: str, namespace: dict) -> NotebookParameters:
             "(papermill --help-notebook describes them)")
     given = {name: namespace.get(name) for name in declared}
     name = given.get("profile") or "demo"
-    if name not in available_profiles() and not str(name).endswith((".yaml", ".yml")) and all(
+    if name not in available_profiles() and not str(name).endswith((".yaml", ".yml")) \
+            and not str(name).startswith(REHEARSAL_PREFIX) and all(
             given[k] is not None for k in declared if k not in RUNNER_SET):
         # every value given: the profile only names the results folder (ad-hoc reports, tests)
         profile = Profile(name=str(name), path=notebooks_dir() / "profiles" / f"{name}.yaml",
@@ -69,8 +75,10 @@ def parameters(notebook: str, namespace: dict) -> NotebookParameters:
         raise ParameterError(f"profile {profile.name!r} does not run {notebook}; profiles that "
                              f"do: {runs}")
     from ckd_lib.methods import load_plugins
+    from ckd_lib.study import rehearse
 
     load_plugins(profile.plugins)
+    rehearse.activate(profile.rehearsal)  # this notebook's configs: rehearsed, or real
     from_profile = profile.values_for(notebook, declared)
     check_parameters(from_profile, declared, notebook, origin=f"profile {profile.name}")
     given = {k: _parsed(v, declared[k].annotation) for k, v in given.items()

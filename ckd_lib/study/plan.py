@@ -32,7 +32,7 @@ from ckd_lib.data.catalog import dataset_base, display_name
 from ckd_lib.errors import UserError
 from ckd_lib.methods import get_method
 from ckd_lib.models.registry import family
-from ckd_lib.study import planning
+from ckd_lib.study import planning, rehearse
 from ckd_lib.study.paths import StudyPaths, resolve
 
 PAPER_DATASET = "cifar100"
@@ -163,7 +163,7 @@ class Settings:
     # -- saying what runs ------------------------------------------------------------------------
     def deviations(self) -> list[str]:
         """Every way this notebook's runs differ from the paper's setting, in words."""
-        out = []
+        out = [rehearse.active().describe()] if rehearse.active() else []
         pretty = display_name(self.dataset_base)
         paper = display_name(self.recipe_dataset)
         if self.dataset_base != self.recipe_dataset:
@@ -226,7 +226,7 @@ class Settings:
                                                                                   student))
         data.update(overrides)
         self._scale_warmup(data, explicit=loss or {})
-        return RunConfig.from_dict(data)
+        return RunConfig.from_dict(rehearse.adapt(data))
 
     def teacher_config(self, teacher: str, *, seed: int = 0, label: str = "teacher",
                        **overrides) -> RunConfig:
@@ -235,7 +235,7 @@ class Settings:
         data["student"] = self.model(teacher)
         data = self._common(data, seed, label)
         data.update(overrides)
-        return RunConfig.from_dict(data)
+        return RunConfig.from_dict(rehearse.adapt(data))
 
     def _scale_warmup(self, data: dict, explicit: dict) -> None:
         if self.epoch_scale == 1 or "warmup_epochs" in explicit:

@@ -200,10 +200,12 @@ def collect(runner, only: list[str] | None = None, check: bool = False) -> Plan:
     with ``check``, also the parameters cell of each notebook that trains nothing.
 
     Raises :class:`PlanError` naming the notebook and cell when a notebook's code fails."""
+    from ckd_lib.study import rehearse
     from ckd_lib.study.params import read_notebook
 
     jobs = runner.plan(only)
-    with collecting(runner.profile.name) as collector, headless_plots():
+    # the notebooks activate their profile's rehearsal (or none); this process keeps its own
+    with collecting(runner.profile.name) as collector, rehearse.restored(), headless_plots():
         for job in jobs:
             collector.notebook = job.name
             cells = [(("parameters" in cell.metadata.get("tags", [])), cell.source)

@@ -26,6 +26,9 @@ only how it departs from it. Resolution for a notebook, root first, then each pr
 chain: its ``common`` values (for parameters the notebook declares), then its own section.
 A profile without ``notebooks`` runs its parent's; with them, those, in its order.
 
+``rehearse-<name>`` is no file: it is ``<name>`` rehearsed (every run, a few steps, generated
+data), derived in code by ``ckd_lib.study.rehearse``.
+
 ``profile`` and ``results_dir`` are set by the runner (or the notebook's caller) and ``devices``
 by ``--devices``; a profile may not set the first two. Every name is checked against the
 notebooks' parameters cells before anything runs (``ckd_lib.study.params``).
@@ -44,6 +47,7 @@ import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ckd_lib.study.params import ParameterError
 from ckd_lib.study.paths import StudyPaths, profiles_dir, project_root, resolve
@@ -52,6 +56,7 @@ from ckd_lib.yamlio import read_yaml
 
 TOP_KEYS = ("description", "extends", "report", "plugins", "common", "notebooks", "slurm")
 RESERVED = ("profile", "results_dir")
+REHEARSAL_PREFIX = "rehearse-"  # ckd_lib.study.rehearse: "rehearse-paper" rehearses paper
 
 
 @dataclass
@@ -65,15 +70,27 @@ class Profile:
     plugins: list[str] = field(default_factory=list)
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
     parent: Profile | None = None
+    # set on the profile ``rehearse-<name>`` (ckd_lib.study.rehearse.Rehearsal), derived in code
+    rehearsal: Any = None
 
     @property
     def reference(self) -> str:
         """How a notebook finds this profile again: its name when it lives in
         ``notebooks/profiles/``, else the path of its file."""
+        if self.rehearsal is not None:
+            return REHEARSAL_PREFIX + self.parent.reference
         shipped = profiles_dir() / f"{self.name}.yaml"
         if shipped.is_file() and shipped.resolve() == Path(self.path).resolve():
             return self.name
         return str(Path(self.path).resolve())
+
+    @property
+    def location(self) -> str:
+        """What ``load_profile`` reads this profile back from in another process (a SLURM job):
+        the path of its file, or ``rehearse-<that path>`` for a rehearsal."""
+        if self.rehearsal is not None:
+            return REHEARSAL_PREFIX + self.parent.location
+        return str(self.path)
 
     def chain(self) -> list[Profile]:
         """The profiles this one is built from, root first, this one last."""
@@ -107,6 +124,10 @@ def load_profile(name_or_path: str | Path, folder: Path | None = None,
     """A profile by name (``notebooks/profiles/<name>.yaml``) or by path to a YAML file."""
     folder = folder or profiles_dir()
     text = str(name_or_path)
+    if text.startswith(REHEARSAL_PREFIX) and not (folder / f"{text}.yaml").is_file():
+        from ckd_lib.study.rehearse import rehearsal_profile
+
+        return rehearsal_profile(load_profile(text[len(REHEARSAL_PREFIX):], folder, _seen))
     path = Path(text) if text.endswith((".yaml", ".yml")) else folder / f"{text}.yaml"
     if not path.is_file():
         raise ParameterError(f"profile {text!r} not found ({path}); available: "

@@ -313,7 +313,7 @@ class Submitter:
                          only: list[str] | None) -> str:
         from ckd_lib.study.jobs import NotebooksJob
 
-        job = NotebooksJob(str(profile.path), results_dir, self.environment, only)
+        job = NotebooksJob(profile.location, results_dir, self.environment, only)
         (job_id,) = self.submit_jobs(f"ckd-{profile.name}-notebooks", 1, sorted(after), [job])
         self.book.add(None, job_id, after=sorted(after))
         self.book.save()

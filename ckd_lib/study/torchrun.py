@@ -22,7 +22,7 @@ from ckd_lib.config import RunConfig
 from ckd_lib.engine.bookkeeping import RunBook
 from ckd_lib.methods import get_method
 from ckd_lib.recipes import all_recipes
-from ckd_lib.study import planning
+from ckd_lib.study import planning, rehearse
 from ckd_lib.study.paths import resolve
 from ckd_lib.study.plan import StudyError, group_configs, scale_schedule, split_pair
 
@@ -31,20 +31,44 @@ GENERATED = "generated"
 
 def folder_data_root(data_root: str, dataset: str, paths) -> str:
     """The folder holding ``<dataset>/{train,val}``: a path; "" for the default data root; or
-    "generated", a small generated JPEG set under the profile (demos and smoke runs)."""
-    if data_root == GENERATED:
+    "generated", a small generated JPEG set under the profile (demos and smoke runs), also as
+    "generated:classes=1000,train=1,val=1" (classes, images per class of each split: what a
+    rehearsal generates)."""
+    if data_root == GENERATED or data_root.startswith(GENERATED + ":"):
         from ckd_lib.data.demo_folder import make_demo_imagefolder
 
-        return str(make_demo_imagefolder(paths.root / "data", dataset))
+        if dataset != "imagenet":
+            raise StudyError(f"data_root {data_root!r}: a generated folder has ImageNet's "
+                             f"layout and stands in for imagenet only, not {dataset!r} "
+                             "(torchvision's Places365 checks the md5 of its list files)")
+
+        sizes = _sizes(data_root, {"classes": 4, "train": 12, "val": 4})
+        name = "data" if data_root == GENERATED else "data-" + "-".join(
+            f"{k}{v}" for k, v in sizes.items())
+        return str(make_demo_imagefolder(paths.root / name, dataset, classes=sizes["classes"],
+                                         train_per_class=sizes["train"],
+                                         val_per_class=sizes["val"]))
     return str(resolve(data_root)) if data_root else ""
+
+
+def _sizes(text: str, defaults: dict) -> dict:
+    """``"generated:classes=10,train=2"`` -> the defaults updated with those integers."""
+    out = dict(defaults)
+    for item in filter(None, text.partition(":")[2].split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in defaults or not value.isdigit() or int(value) < 1:
+            raise StudyError(f"data_root {text!r}: {item!r} is not one of "
+                             f"{', '.join(f'{k}=N' for k in defaults)} (N >= 1)")
+        out[key] = int(value)
+    return out
 
 
 def folder_deviations(p) -> list[str]:
     """How a notebook 70 run departs from the paper's setting, in words (empty: it does not)."""
-    out = []
-    if p.data_root == GENERATED:
-        out.append(f"DATA: a generated four-class JPEG folder, NOT {p.dataset}; these numbers "
-                   "demonstrate the pipeline only")
+    out = [rehearse.active().describe()] if rehearse.active() else []
+    if p.data_root.partition(":")[0] == GENERATED:
+        out.append(f"DATA: a generated JPEG folder ({p.data_root}), NOT {p.dataset}; these "
+                   "numbers demonstrate the pipeline only")
     if p.epoch_scale != 1.0:
         out.append(f"SCHEDULE: every recipe shortened x{p.epoch_scale:g}")
     if p.train_subset or p.test_subset:
@@ -104,7 +128,7 @@ def folder_configs(dataset: str, pairs, methods, seeds, *, out_dir: str, data_ro
                         config.epochs, config.milestones, epoch_scale)
                 if "negatives_scope" in get_method(method).params():  # methods with a CKD term
                     config.loss["negatives_scope"] = negatives_scope
-                configs.append(config.validate())
+                configs.append(rehearse.adapt_config(config).validate())
     return configs
 
 
@@ -127,19 +151,28 @@ def launch(configs: list[RunConfig], nproc_per_node: int, work_dir: Path,
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    f"--nproc_per_node={nproc_per_node}", "-m", "ckd_lib.train",
                    "--config", str(config_file)]
-        log("$ " + " ".join(command[1:]))
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, bufsize=1) as proc:
-            tail = []
-            for line in proc.stdout:
-                line = line.rstrip()
-                tail = (tail + [line])[-40:]
-                if "epoch" in line or "error" in line.lower() or "resumed" in line:
-                    log(line)
-        if proc.returncode != 0:
-            raise StudyError(f"torchrun failed (exit {proc.returncode}) for {config_file}:\n"
-                             + "\n".join(tail))
+        run_torchrun(command, config_file, ("epoch", "resumed"), log)
     return [results.read_record(results.record_path(c.out_dir, c.run_id())) for c in configs]
+
+
+def run_torchrun(command: list[str], config_file, keep: tuple[str, ...],
+                 log: Callable[[str], None] = print) -> None:
+    """Run a torchrun job, relaying the lines that contain one of ``keep`` (and errors) once,
+    through ``log``: its processes write to a pipe, not to the notebook kernel's own stdout,
+    which the runner's terminal would show a second time beside the notebook's copy. A failure
+    is a StudyError with the job's last 40 lines."""
+    log("$ " + " ".join(command[1:]))
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, bufsize=1) as proc:
+        tail: list[str] = []
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = (tail + [line])[-40:]
+            if any(word in line for word in keep) or "error" in line.lower():
+                log(line)
+    if proc.returncode != 0:
+        raise StudyError(f"torchrun failed (exit {proc.returncode}) for {config_file}:\n"
+                         + "\n".join(tail))
 
 
 def results_table(records: list[dict]):
