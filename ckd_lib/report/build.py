@@ -20,7 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from ckd_lib import results
+from ckd_lib.report.claims import ClaimContext, Evidence, evaluate
 from ckd_lib.report.collect import Study, load_study
+from ckd_lib.report.compute import ComputeRow, compute_used
 from ckd_lib.report.index import write_index, write_meta
 from ckd_lib.report.literature import SourceIndex
 from ckd_lib.report.provenance import (
@@ -29,6 +31,7 @@ from ckd_lib.report.provenance import (
     collect_provenance,
     table_commands,
 )
+from ckd_lib.report.reproduction import Summary, summarise
 from ckd_lib.report.tables import ReportTables, build_tables, summary_frame
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
@@ -54,6 +57,9 @@ class Report:
     provenance: Provenance
     commands: dict[str, dict]
     sources: SourceIndex
+    claims: list[Evidence]
+    compute: list[ComputeRow]
+    reproduction: Summary
 
     @property
     def profile(self) -> str:
@@ -73,10 +79,21 @@ class Report:
 def prepare(profile: str = "demo", results_dir: str | Path = "results",
             paper_numbers_csv: str | Path | None = None) -> Report:
     """Read the records of `profile` and compute the tables, provenance and commands."""
+    from ckd_lib.report.artifacts import artifact_files, read_artifact
+    from ckd_lib.report.detection import detection_frame
+
     study = load_study(profile, results_dir, paper_numbers_csv=paper_numbers_csv)
     tables = build_tables(study)
+    efficiency = [read_artifact(p) for p in artifact_files(study, "efficiency", ".json")]
+    efficiency = [e for e in efficiency if isinstance(e, dict) and isinstance(e.get("rows"), list)]
+    context = ClaimContext(study, tables, efficiency[0] if efficiency else None,
+                           detection_frame(results_dir, profile))
+    claims = evaluate(context)
+    compute = compute_used(study, tables)
     return Report(study=study, tables=tables, provenance=collect_provenance(study),
-                  commands=table_commands(study, tables.all()), sources=SourceIndex())
+                  commands=table_commands(study, tables.all()), sources=SourceIndex(),
+                  claims=claims, compute=compute,
+                  reproduction=summarise(study, tables, claims, compute))
 
 
 def build_html(executed_notebook: str | Path, out_html: str | Path, *, title: str | None = None,
