@@ -344,8 +344,18 @@ def efficiency_figure(data: dict):
                              layout="constrained")
     methods = [r["method"] for r in rows]
     colors = [method_color(m) for m in methods]
-    axes[0].bar(methods, [r["ms_per_iter"] for r in rows], color=colors)
-    axes[0].set(ylabel="ms per iteration (median)", title="time per training iteration")
+    medians = [r["ms_per_iter"] for r in rows]
+    axes[0].bar(methods, medians, color=colors)
+    if all(r.get("ms_per_iter_min") is not None and r.get("ms_per_iter_max") is not None
+           for r in rows):  # the spread over the interleaved rounds
+        spread = [[m - r["ms_per_iter_min"] for m, r in zip(medians, rows, strict=True)],
+                  [r["ms_per_iter_max"] - m for m, r in zip(medians, rows, strict=True)]]
+        axes[0].errorbar(methods, medians, yerr=np.clip(spread, 0, None), fmt="none",
+                         ecolor="black", elinewidth=1, capsize=3)
+    noisy = rows[0].get("noisy")
+    axes[0].set(ylabel="ms per iteration (median)\nwhiskers: fastest–slowest round",
+                title="time per training iteration" + ("\nNOISY: ordering cannot be true"
+                                                       if noisy else ""))
     peak = all(r.get("peak_memory_mb") is not None for r in rows)
     memory = [r["peak_memory_mb"] if peak else r["saved_activations_mb"] for r in rows]
     axes[1].bar(methods, memory, color=colors)
