@@ -309,9 +309,9 @@ def _insensitive(context, what: str, name_of) -> Comparison:
     result = combine(verdicts) if parts else Verdict(NOT_RUN, "no runs to compare")
     worst = max(parts, key=lambda p: abs(p.diff.mean) if p.diff.n else -1) if parts else None
     diff = worst.diff if worst is not None else interval([])
-    label = (f"CKD at each {what} tried − CKD at the recipe's, within ±{INSENSITIVE_MARGIN:g} "
-             f"point (the largest difference shown: {worst.what})" if worst else
-             f"CKD at other {what}s − CKD at the recipe's")
+    label = f"CKD at each {what} tried − CKD at the recipe's, within ±{INSENSITIVE_MARGIN:g} point"
+    if worst is not None and len(parts) > 1:
+        label += f" (statistic: the largest, {worst.what.split(': ')[-1]})"
     return Comparison(label, diff, result, "", None, parts)
 
 
@@ -444,17 +444,29 @@ def verdict_counts(evidence: list[Evidence]) -> dict[str, int]:
     return counts
 
 
-def statistic_text(c: Comparison) -> str:
-    """"+0.84 [0.21, 1.47] points, n=5 seeds (best epoch: +0.90)"."""
+def statistic_parts(c: Comparison) -> tuple[str, str]:
+    """("+0.84 [0.21, 1.47]", "points, 5 seeds; best epoch +0.90"): the estimate with its 95 %
+    interval (kept on one line), and what it counts."""
     if not c.diff.n:
-        return "–"
+        return "–", ""
     if c.unit == "ratio":
         if c.diff.has_interval and min(c.diff.values) > 0:
             logs = interval([math.log(v) for v in c.diff.values])
             return (f"×{math.exp(logs.mean):.3f} [{math.exp(logs.low):.3f}, "
-                    f"{math.exp(logs.high):.3f}], {c.diff.n} rounds")
-        return f"×{float(np.mean(c.diff.values)):.3f}"
-    text = f"{c.diff.text()} {c.unit}, n={c.diff.n} seed(s)"
+                    f"{math.exp(logs.high):.3f}]", f"{c.diff.n} rounds")
+        return f"×{float(np.mean(c.diff.values)):.3f}", f"{c.diff.n} value(s), no interval"
+    seeds = f"{c.diff.n} seed{'s' if c.diff.n != 1 else ''}"
+    if c.diff.has_interval:
+        estimate = f"{c.diff.mean:+.2f} [{c.diff.low:.2f}, {c.diff.high:.2f}]"
+    else:
+        estimate, seeds = f"{c.diff.mean:+.2f}", seeds + ", no interval"
+    detail = f"{c.unit}, {seeds}"
     if c.best is not None and c.best.n:
-        text += f" (best epoch: {c.best.mean:+.2f})"
-    return text
+        detail += f"; best epoch {c.best.mean:+.2f}"
+    return estimate, detail
+
+
+def statistic_text(c: Comparison) -> str:
+    """"+0.84 [0.21, 1.47] points, 5 seeds; best epoch +0.90"."""
+    estimate, detail = statistic_parts(c)
+    return f"{estimate} {detail}".strip()

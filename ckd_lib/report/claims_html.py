@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from html import escape
 
-from ckd_lib.report.claims import Comparison, Evidence, statistic_text
+from ckd_lib.report.claims import Comparison, Evidence, statistic_parts, statistic_text
 from ckd_lib.report.collect import Study, relative_path
 from ckd_lib.report.compute import ComputeRow, hours_text
 from ckd_lib.report.html import num_html, section_html, table_html
@@ -52,19 +52,27 @@ def _run_links(study: Study, run_ids: list[str]) -> str:
     return " ".join(links)
 
 
+def comparison_html(c: Comparison) -> str:
+    """One comparison of a claim: what minus what, its budget, the estimate [95 % CI] and what
+    it counts, and its own verdict."""
+    estimate, detail = statistic_parts(c)
+    budget = ""
+    if c.budget:
+        cls = "ckd-warn" if c.budget.startswith("UNEQUAL") else ""
+        budget = f'<div class="ckd-s {cls}">{escape(c.budget)}</div>'
+    return (f'<div class="ckd-cmp"><div><b>{escape(c.label)}</b></div>{budget}'
+            f'<div>{num_html(estimate)} <span class="ckd-s">{escape(detail)}</span> '
+            f"{verdict_html(c.verdict.verdict)}</div></div>")
+
+
 def claims_html(evidence: list[Evidence], study: Study) -> str:
-    """One row per claim: the claim, what tests it, the statistic with its interval and seeds,
-    the verdict, and a link to its evidence below (every run of it, each linked)."""
+    """One row per claim: the claim, each comparison that tests it (with its budget, statistic,
+    95 % interval, seeds and verdict), the claim's verdict, and a link to its evidence below
+    (every run of it, each linked to its record)."""
     rows = []
     for e in evidence:
-        tests = "".join(
-            f'<div class="ckd-s"><b>{escape(c.label)}</b>'
-            + (f'<br><span class="{"ckd-warn" if c.budget.startswith("UNEQUAL") else ""}">'
-               f"{escape(c.budget)}</span>" if c.budget else "") + "</div>"
-            for c in e.comparisons) or '<div class="ckd-s ckd-ns">no runs of it here</div>'
-        stats = "".join(f'<div class="ckd-s">{num_html(statistic_text(c))} '
-                        f"{verdict_html(c.verdict.verdict)}</div>"
-                        for c in e.comparisons) or "–"
+        tests = "".join(comparison_html(c) for c in e.comparisons) or \
+            '<div class="ckd-s ckd-ns">no runs of it in this profile</div>'
         runs = len(e.run_ids)
         evidence_link = (f'<a href="#ckd-claim-{escape(e.claim.key)}">{runs} run(s) ↓</a>'
                          if runs else "–")
@@ -72,13 +80,12 @@ def claims_html(evidence: list[Evidence], study: Study) -> str:
             f'<tr><td class="ckd-pair">{escape(e.claim.key)}</td>'
             f"<td>{escape(e.claim.statement)}"
             f'<div class="ckd-i">{escape(e.claim.paper_says)}</div></td>'
-            f"<td>{tests}</td><td>{stats}</td>"
+            f"<td>{tests}</td>"
             f"<td>{verdict_html(e.verdict.verdict)}"
             f'<div class="ckd-s">{escape(e.verdict.reason)}</div></td>'
             f"<td>{evidence_link}</td></tr>")
-    head = ("<th>claim</th><th>what the paper claims</th><th>tested by</th>"
-            "<th>statistic: mean [95 % CI], seeds; per comparison</th><th>verdict</th>"
-            "<th>evidence</th>")
+    head = ("<th>claim</th><th>what the paper claims</th><th>tested by: comparison, budget, "
+            "statistic mean [95 % CI], seeds, verdict</th><th>verdict</th><th>evidence</th>")
     return (section_html("Claims: do they hold in these runs?")
             + '<div class="ckd-report" id="ckd-claims">'
             + f'<div class="ckd-rule"><b>Rule.</b> {escape(VERDICT_RULE)}</div>'

@@ -77,8 +77,10 @@ def compute_used(study: Study, tables) -> list[ComputeRow]:
         return []
     rows = []
     for table in tables.all():
-        ids = table.run_ids()
-        part = frame[frame["run_id"].isin(ids)]
+        if table.kind == "teachers":  # the teachers' own training runs, not the runs that
+            part = frame[frame["section"] == "teacher"]  # evaluated them
+        else:
+            part = frame[frame["run_id"].isin(table.run_ids())]
         if not part.empty:
             rows.append(compute_row(table.title, part))
     rows.append(compute_row("all runs of this profile", frame))

@@ -82,12 +82,13 @@ def gain_bars(tables: ReportTables, metric: str = "last") -> pd.DataFrame:
                 bars.append({**common, "gain": diff.mean, "err": diff.half_width,
                              "n": diff.n, "budget": cell.budget.text(),
                              "kd_budget": row.cells["KD"].budget.text(), "matched": False,
-                             "equal": bool(d.equal_budget)})
+                             "equal": bool(d.equal_budget), "where": "own recipes"})
                 for budget, md in equal_budget_deltas(row, method, "KD"):
                     diff = md.get(metric)
                     bars.append({**common, "gain": diff.mean, "err": diff.half_width,
                                  "n": diff.n, "budget": budget.text(), "kd_budget": budget.text(),
-                                 "matched": True, "equal": True})
+                                 "matched": True, "equal": True,
+                                 "where": budget.parts()[2]})
     return pd.DataFrame(bars)
 
 
@@ -140,7 +141,7 @@ def gain_over_kd(tables: ReportTables, metric: str = "last"):
                 end = bar.gain + (bar.err if bar.gain >= 0 else -bar.err)
             tops.append(end)
             # the value sits beyond the whisker's cap, never on it
-            ax.annotate(f"{bar.gain:+.2f}\nn={bar.n}", (offset, end),
+            ax.annotate(f"{bar.gain:+.2f}\nn={bar.n}\n{bar.where}", (offset, end),
                         xytext=(0, 4 if bar.gain >= 0 else -4), textcoords="offset points",
                         ha="center", va="bottom" if bar.gain >= 0 else "top", fontsize=7)
     ax.axhline(0, color="black", lw=0.8)

@@ -129,7 +129,8 @@ def _stats_lines(cell: Cell, budget: bool = True) -> str:
     the budget: schedule, batch, optimizer steps and images."""
     best, last = cell.best, cell.last
     epochs = f"best at ep {escape('/'.join(str(e) for e in cell.best_epochs))}"
-    trained = (f'<div class="ckd-s">{epochs} · {num_html(cell.budget.text())}</div>' if budget
+    pieces = " · ".join(num_html(p) for p in cell.budget.parts())
+    trained = (f'<div class="ckd-s">{epochs} · {pieces}</div>' if budget
                else f'<div class="ckd-s">{epochs}</div>')
     return (f'<div class="ckd-v">{num_html("best " + best.text())}</div>'
             f'<div class="ckd-s">{num_html("last " + last.text())} · n={best.n}</div>'

@@ -70,5 +70,7 @@ h2.ckd-h, h3.ckd-h { margin-top: 22px; }
 .ckd-rule { font-size: 12px; color: #333; background: #fafafa; border-left: 3px solid #999;
   padding: 4px 10px; margin: 4px 0 10px 0; }
 table.ckd.ckd .ckd-tier { font-weight: 700; }
+table.ckd.ckd .ckd-cmp { margin-bottom: 5px; }
+table.ckd.ckd .ckd-cmp + .ckd-cmp { border-top: 1px dotted #bbb; padding-top: 3px; }
 </style>
 """

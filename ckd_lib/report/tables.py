@@ -71,10 +71,13 @@ class Budget:
     def schedule_text(self) -> str:
         return budget_text(self.epochs, self.schedule)
 
+    def parts(self) -> list[str]:
+        return [self.schedule_text, f"bs {self.batch_size}", f"{_count(self.steps)} steps",
+                f"{_count(self.images)} images"]
+
     def text(self) -> str:
         """"480 ep cosine · bs 64 · 375k steps · 24M images"."""
-        return (f"{self.schedule_text} · bs {self.batch_size} · {_count(self.steps)} steps · "
-                f"{_count(self.images)} images")
+        return " · ".join(self.parts())
 
     def steps_text(self) -> str:
         return f"{_count(self.steps)} steps · {_count(self.images)} images"
