@@ -12,7 +12,7 @@ from html import escape
 from ckd_lib.report.claims import Comparison, Evidence, statistic_parts, statistic_text
 from ckd_lib.report.collect import Study, relative_path
 from ckd_lib.report.compute import ComputeRow, hours_text
-from ckd_lib.report.html import num_html, section_html, table_html
+from ckd_lib.report.html import links_html, num_html, section_html, table_html
 from ckd_lib.report.reproduction import Summary
 from ckd_lib.report.stats import TIER_RULE, VERDICT_RULE
 
@@ -39,17 +39,10 @@ def summary_html(summary: Summary, profile: str) -> str:
 
 
 def _run_links(study: Study, run_ids: list[str]) -> str:
-    links = []
-    for rid in run_ids:
-        record = study.by_id.get(rid)
-        if record is not None and record.get("_path"):
-            link = relative_path(record["_path"], study.report_dir)
-            short = "-".join(rid.split("-")[-2:])
-            links.append(f'<a class="ckd-run" href="{escape(link)}" title="{escape(rid)}">'
-                         f"{escape(short)}</a>")
-        else:
-            links.append(f'<span class="ckd-run">{escape(rid)}</span>')
-    return " ".join(links)
+    """Each run as a link to its record (the tables' own link format)."""
+    known = [rid for rid in run_ids if (study.by_id.get(rid) or {}).get("_path")]
+    return links_html(known, [relative_path(study.by_id[rid]["_path"], study.report_dir)
+                              for rid in known])
 
 
 def comparison_html(c: Comparison) -> str:

@@ -65,7 +65,7 @@ def _delta_span(diff: Interval | None, colour: bool = True) -> str:
     return f'<span class="ckd-n {cls}">{escape(diff.text())}</span>'
 
 
-def _links(rids, links) -> str:
+def links_html(rids, links) -> str:
     out = []
     for rid, link in zip(rids, links, strict=True):
         short = "-".join(rid.split("-")[-2:])
@@ -77,9 +77,9 @@ def _links(rids, links) -> str:
 def _run_links(cell: Cell) -> str:
     if cell.runs.empty:
         return ""
-    html = '<div class="ckd-r">runs: ' + _links(cell.run_ids, cell.links) + "</div>"
+    html = '<div class="ckd-r">runs: ' + links_html(cell.run_ids, cell.links) + "</div>"
     if not cell.duplicates.empty:
-        html += ('<div class="ckd-r">not counted: ' + _links(cell.duplicates["run_id"],
+        html += ('<div class="ckd-r">not counted: ' + links_html(cell.duplicates["run_id"],
                                                              cell.duplicates["link"]) + "</div>")
     return html
 

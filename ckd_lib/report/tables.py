@@ -27,7 +27,6 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ckd_lib.report.collect import Study, is_same_architecture, pretty_dataset
@@ -129,23 +128,16 @@ class Delta:
         return getattr(self, metric)
 
 
-@dataclass
-class Stats:
-    """Mean and sample standard deviation of some values (std is NaN for fewer than 2)."""
+class Stats(Interval):
+    """A cell's values shown as mean ± sample standard deviation (std NaN for fewer than 2):
+    an :class:`~ckd_lib.report.stats.Interval` whose text is its spread, not its interval."""
 
-    values: list[float]
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.values)) if self.values else math.nan
+    def __init__(self, values):
+        super().__init__(tuple(float(v) for v in values))
 
     @property
     def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else math.nan
+        return self.sd
 
     def text(self, digits: int = 2) -> str:
         if not self.values:
