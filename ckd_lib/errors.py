@@ -9,14 +9,25 @@ still show its traceback. So every error a user can trigger derives from :class:
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 from collections.abc import Callable
+
+CONTINUE = ("run the same command again to continue (finished runs are kept, interrupted ones "
+            "resume).")
 
 
 class UserError(Exception):
     """Something the user can fix; ``exit_code`` is the command lines' exit status for it."""
 
     exit_code = 2
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for it in a notebook cell (and papermill then prints): its one
+        line on top, as the command lines print it, without the traceback through ckd_lib."""
+        return [f"{type(self).__name__}: {one_line(self)}"]
 
 
 class InputError(UserError, ValueError):
@@ -57,15 +68,56 @@ def one_line(error: BaseException) -> str:
     return "\n".join([head] + [f"  {line.strip()}" for line in rest if line.strip()])
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM where a command stops on it as on Ctrl-C (:func:`stop_on_sigterm`)."""
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """Inside: SIGTERM raises :class:`Terminated`, which unwinds like Ctrl-C (the study runner:
+    its notebook's kernel is shut down, the manifest says which notebook did not finish).
+    Outside the main thread, where no handler can be set, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def quiet_interrupts() -> None:
+    """Ctrl-C while a ``python -m ckd_lib...`` command is still importing (before
+    :func:`run_cli` can catch it) prints one line, not a traceback through the imports; the
+    process still ends by SIGINT, as Python does."""
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if issubclass(kind, KeyboardInterrupt):
+            print(f"\ninterrupted: {CONTINUE}", file=sys.stderr)
+            return
+        previous(kind, value, traceback)
+
+    sys.excepthook = hook
+
+
 def run_cli(main: Callable[[], int]) -> int:
     """Run a command line's ``main``: a user's error becomes ``error: ...`` on stderr and its
-    exit status; Ctrl-C says how to continue. Anything else is a bug and keeps its traceback."""
+    exit status; Ctrl-C (and SIGTERM where the command stops on it) says how to continue.
+    Anything else is a bug and keeps its traceback."""
     try:
         return main()
     except UserError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return error.exit_code
+    except Terminated:
+        print(f"\nstopped by SIGTERM: {CONTINUE}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to continue (finished runs are kept, "
-              "interrupted ones resume).", file=sys.stderr)
+        print(f"\ninterrupted: {CONTINUE}", file=sys.stderr)
         return 130

@@ -37,8 +37,23 @@ class Recipe:
     loss_params: dict = field(default_factory=dict)
     source: str = ""
     schedule_text: str = ""
-    # The method whose row this recipe borrows (a method registered with recipe_from).
+    # The method whose row this recipe borrows (a method registered with recipe_from), and the
+    # loss values of that row it did not pass on (the borrowing method's defaults stand).
     borrowed_from: str | None = None
+    not_passed: dict = field(default_factory=dict)
+
+    def borrowing(self) -> str:
+        """One line saying what a borrowed recipe took from its lender's row, and what not:
+        what ``--print-config`` shows (empty for a method's own recipe)."""
+        if not self.borrowed_from:
+            return ""
+        def values(d):
+            return ", ".join(f"{k}={v}" for k, v in d.items()) or "none"
+        return (f"{self.method} borrows {self.borrowed_from}'s recipe of "
+                f"{self.teacher}->{self.student} ({self.borrowed_from}'s source: "
+                f"{self.source.split(': ', 1)[-1]}): epochs, schedule, lr, batch, weight decay; "
+                f"loss values passed on (its recipe_params): {values(self.loss_params)}; "
+                f"not passed ({self.method}'s defaults stand): {values(self.not_passed)}")
 
 
 _STEP = re.compile(r"^step_x(?P<decay>[0-9.]+)_at_(?P<ms>[0-9_]+)$")
@@ -149,6 +164,13 @@ def get_recipe(dataset: str, teacher: str | None, student: str, method: str) -> 
             spec = None
         if spec is not None and spec.recipe_from and spec.recipe_from != method:
             return borrow(get_recipe(dataset, teacher, student, spec.recipe_from), method)
+        if spec is not None and not any(r.method == method for r in recipes):
+            where = f" ({spec.source})" if spec.source != "ckd_lib" else ""
+            raise InputError(
+                f"method {method}{where} has no recipe and borrows none, so no cell of "
+                f"{dataset} can run it ({teacher}->{student}); register it with "
+                "recipe_from='CKD' (or another method with recipes), or add its rows to "
+                "recipes.csv")
     cells = sorted({f"{r.teacher}->{r.student}:{r.method}" for r in recipes
                     if r.dataset == dataset})
     raise InputError(
@@ -158,19 +180,19 @@ def get_recipe(dataset: str, teacher: str | None, student: str, method: str) -> 
 
 
 def borrow(base: Recipe, method: str) -> Recipe:
-    """``base`` (another method's row) as the recipe of ``method``: its schedule, lr, batch and
-    weight decay, and those of its loss parameters that ``method`` accepts with the same
-    default (a parameter whose default the method sets differently, such as KD+CKD's CE weight
-    of 0.1, keeps the method's own default)."""
+    """``base`` (another method's row) as the recipe of ``method``: its epochs, schedule, lr,
+    batch and weight decay, and of its loss values only those the method names in its
+    registration's ``recipe_params`` (KD+CKD takes CKD's per-pair cl_weight and temperature,
+    not its CE weight of 1.0). Every other loss parameter keeps the method's own default, the
+    same for every pair: a rule written down, not inferred from equal defaults."""
     from ckd_lib.methods import get_method
 
-    task = task_of(base.dataset)
-    own = get_method(method, task).defaults()
-    lender = get_method(base.method, task).defaults()
-    loss = {k: v for k, v in base.loss_params.items()
-            if k in own and k in lender and own[k] == lender[k]}
+    spec = get_method(method, task_of(base.dataset))
+    loss = {k: v for k, v in base.loss_params.items() if k in spec.recipe_params}
+    rest = {k: v for k, v in base.loss_params.items() if k not in loss}
     return replace(base, method=method, loss_params=loss, borrowed_from=base.method,
-                   source=f"{base.method} recipe, borrowed by {method}: {base.source}")
+                   not_passed=rest, source=f"{base.method} recipe, borrowed by {method}: "
+                                           f"{base.source}")
 
 
 def pairs(dataset: str = "cifar100", method: str = "CKD") -> list[tuple[str, str]]:

@@ -115,6 +115,14 @@ def _run(args: argparse.Namespace) -> int:
     for config in configs:
         config.validate()
     if args.print_config:
+        if args.recipe:  # a borrowed recipe says what it passed on, as a YAML comment
+            from ckd_lib.recipes import get_recipe
+
+            dataset, teacher, student, method = args.recipe
+            note = get_recipe(dataset, None if teacher.lower() in ("none", "-") else teacher,
+                              student, method).borrowing()
+            if note:
+                print(f"# {note}")
         print(dump_yaml([c.to_dict() for c in configs]))
         return 0
     from ckd_lib.engine import stop, train

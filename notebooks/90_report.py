@@ -46,7 +46,7 @@ profile, results_dir = p.profile, p.results_dir
 report = prepare(profile, results_dir, p.paper_numbers_csv)
 study, tables = report.study, report.tables
 coco_runs = detection_frame(results_dir, profile)
-expected = profile_notebooks(profile)
+expected = profile_notebooks(profile, results_dir)
 # classification sections: when there are classification runs, or no runs at all (the banner
 # then says so)
 classification = not study.frame.empty or coco_runs.empty

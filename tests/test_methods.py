@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import zlib
@@ -30,6 +31,7 @@ from ckd_lib.methods import (
     Param,
     TermContext,
     TermModule,
+    all_method_names,
     get_method,
     load_plugin,
     main_methods,
@@ -38,7 +40,7 @@ from ckd_lib.methods import (
     register_method,
     register_term,
 )
-from ckd_lib.methods.registry import PALETTE
+from ckd_lib.methods.registry import MORE_COLORS, PALETTE, TEACHER_COLOR
 from ckd_lib.recipes import get_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,7 +165,7 @@ def test_registration_mistakes_are_refused():
 def test_colours_are_fixed_per_method_and_stable_across_processes():
     assert method_color("CKD") == "#d55e00"
     name = "SomeUnknownMethod"
-    assert method_color(name) == PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
+    assert method_color(name) not in {method_color(m) for m in all_method_names()}
     code = "from ckd_lib.methods import method_color; print(method_color('SomeUnknownMethod'))"
     out = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={"PYTHONHASHSEED": str(seed), "PATH": "/usr/bin"},
@@ -182,6 +184,76 @@ def test_a_method_borrows_the_recipe_its_registration_names():
     assert borrowed.loss_params == {"cl_weight": 100, "temperature": 1}
     kd = get_recipe("cifar100", "resnet32x4", "resnet8x4", "KD")
     assert kd.borrowed_from is None and kd.epochs == 240  # explicit rows win
+
+
+def _names_hitting(colour: str, count: int) -> list[str]:
+    """Method names whose CRC-32 start lands on ``colour`` (a built-in's)."""
+    pool = PALETTE + MORE_COLORS
+    names = (f"P{i}" for i in range(100000))
+    return [n for n in names if pool[zlib.crc32(n.encode()) % len(pool)] == colour][:count]
+
+
+def test_every_method_has_a_colour_no_other_method_has():
+    """Plugin methods without a colour never take a built-in's, nor each other's, however many;
+    the colours are the same in every process (the registry's order decides ties)."""
+    ckd = method_color("CKD")
+    names = _names_hitting(ckd, 3) + [f"M{i}" for i in range(25)]
+    for name in names:
+        register_method(name, ["ce"], source="test-plugin.py")
+    colours = {m: method_color(m) for m in all_method_names()}
+    shared = [m for m in colours if m not in ("CE", "baseline")]
+    assert len({colours[m] for m in shared}) == len(shared)
+    assert colours["CE"] == colours["baseline"] not in {colours[m] for m in shared}
+    assert colours["CKD"] == ckd == "#d55e00" and TEACHER_COLOR not in colours.values()
+    assert all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colours.values())
+    with pytest.raises(ValueError, match=r"color #D55E00 is CKD's \(ckd_lib\)"):
+        register_method("Mine", ["ce"], color="#D55E00", source="test-plugin.py")
+    with pytest.raises(ValueError, match=r"color='purple'; give '#rrggbb'"):
+        register_method("Mine", ["ce"], color="purple", source="test-plugin.py")
+
+
+def test_a_borrowed_recipe_passes_on_only_the_loss_values_its_method_declares():
+    register_method("TAKES", ["ce", "ckd"], recipe_from="CKD", recipe_params=["cl_weight"],
+                    source="test-plugin.py")
+    register_method("KEEPS", ["ce", "ckd"], recipe_from="CKD", source="test-plugin.py")
+    for teacher, student, cl_weight in (("resnet32x4", "resnet8x4", 100),
+                                        ("resnet56", "resnet20", 10)):
+        ckd = get_recipe("cifar100", teacher, student, "CKD")
+        assert ckd.loss_params["cl_weight"] == cl_weight  # the published per-pair value
+        takes = get_recipe("cifar100", teacher, student, "TAKES")
+        keeps = get_recipe("cifar100", teacher, student, "KEEPS")
+        assert takes.loss_params == {"cl_weight": cl_weight}
+        # the same defaults as CKD, yet nothing passes on: the rule is declared, not inferred
+        assert keeps.loss_params == {} and keeps.not_passed == ckd.loss_params
+        assert RunConfig.from_recipe("cifar100", teacher, student, "KEEPS").loss_params()[
+            "cl_weight"] == 10.0
+        assert f"passed on (its recipe_params): cl_weight={cl_weight};" in takes.borrowing()
+        assert f"not passed (KEEPS's defaults stand): ce_weight=1.0, cl_weight={cl_weight}" \
+            in keeps.borrowing()
+    with pytest.raises(ValueError, match=r"recipe_params \['gamma'\] are not its parameters"):
+        register_method("BAD", ["ce", "ckd"], recipe_from="CKD", recipe_params=["gamma"],
+                        source="test-plugin.py")
+    with pytest.raises(ValueError, match="without recipe_from"):
+        register_method("BAD", ["ce", "ckd"], recipe_params=["cl_weight"], source="t.py")
+    from ckd_lib.report.provenance import borrowed_recipes
+
+    rules = borrowed_recipes(["CKD", "TAKES", "KEEPS", "KD+CKD", "gone"])
+    assert list(rules) == ["KD+CKD", "KEEPS", "TAKES"]
+    assert "only cl_weight of CKD's per-pair loss values" in rules["TAKES"]
+    assert "none of CKD's per-pair loss values" in rules["KEEPS"]
+    assert "a plugin, test-plugin.py" in rules["KEEPS"] and "ckd_lib" in rules["KD+CKD"]
+
+
+def test_print_config_says_what_a_borrowed_recipe_passed_on():
+    proc = subprocess.run([sys.executable, "-m", "ckd_lib.train", "--plugin", str(FOO),
+                           "--recipe", "cifar100", "resnet32x4", "resnet8x4", "FOO",
+                           "--set", "teacher_checkpoint=untrained", "--print-config"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    first, *rest = proc.stdout.splitlines()
+    assert first.startswith("# FOO borrows CKD's recipe of resnet32x4->resnet8x4")
+    assert "not passed (FOO's defaults stand): ce_weight=1.0, cl_weight=100" in first
+    assert yaml.safe_load("\n".join(rest))[0]["loss"] == {}
 
 
 # -- objectives composed from terms ------------------------------------------------------------
@@ -307,7 +379,9 @@ def test_the_plugin_through_the_training_command_line(tmp_path):
     listing = subprocess.run([sys.executable, "-m", "ckd_lib.train", "--plugin", str(FOO),
                               "--list-methods"], capture_output=True, text=True, timeout=300,
                              cwd=REPO)
-    assert "FOO (classification): ce + foo; recipe borrowed from CKD" in listing.stdout
+    assert ("FOO (classification): ce + foo; FOO borrows CKD's recipe of each pair"
+            in listing.stdout)
+    assert "takes none of CKD's per-pair loss values" in listing.stdout
     assert "gamma: a number >= 0 (default 2.0)" in listing.stdout
 
 

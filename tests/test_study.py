@@ -1,6 +1,7 @@
 """The study layer: parameter checks, profiles, run designs, the runner's skip logic, workers."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -293,6 +294,7 @@ def test_a_failing_worker_is_reported_with_its_log(tmp_path):
 NOTEBOOK = '''\
 # %%
 import json
+import os
 from pathlib import Path
 
 # %% tags=["parameters"]
@@ -473,21 +475,76 @@ def test_settings_train_on_cpu_workers(tmp_path):
 
 
 @pytest.mark.notebooks
-def test_an_interrupted_study_continues_where_it_stopped(tmp_path):
+def default_sigint() -> None:
+    """In a child before it starts: SIGINT at its default (Python then raises KeyboardInterrupt
+    on it), not the ignored SIGINT a background job inherits."""
     import signal
-    import time
 
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def slow_study(tmp_path):
+    """Notebooks a (quick) and b (sleeps ten minutes once started) and their profile."""
     notebooks = make_study(tmp_path)
     slow = NOTEBOOK.replace("{name}", "b").replace('raise RuntimeError("asked to fail")',
                                                    "import time; time.sleep(600)")
     (notebooks / "b.py").write_text(slow)
-    profile = write_profile(tmp_path, "notebooks:\n  a: {}\n  b: {fail: true}\n")
+    return notebooks, write_profile(tmp_path, "notebooks:\n  a: {}\n  b: {fail: true}\n")
+
+
+def test_the_study_command_stops_on_sigterm_saying_so(tmp_path):
+    import signal
+    import time
+
+    _, profile = slow_study(tmp_path)
+    env = {**os.environ, "CKD_STUDY_ROOT": str(tmp_path)}  # its notebooks/
+    command = [sys.executable, "-m", "ckd_lib.study", "--profile", str(profile),
+               "--results-dir", str(tmp_path / "results")]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not executions(tmp_path, "b"):
+        time.sleep(0.5)  # b has started and sleeps
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, (out[-2000:], err[-2000:])
+    assert err.strip().splitlines()[-1].startswith("stopped by SIGTERM: run the same command")
+    # no traceback of the runner's (the kernel, shut down mid-cell, may log one of ipykernel's
+    # own: a Ctrl-C does the same)
+    assert "ckd_lib/" not in err and "Terminated" not in err, err
+    entries = json.loads((tmp_path / "results/p/executed/manifest.json").read_text())
+    assert entries["notebooks"]["a"]["status"] == "complete"
+    assert entries["notebooks"]["b"]["status"] != "complete"
+
+
+def test_ctrl_c_while_the_study_command_starts_is_one_line(tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "ckd_lib.study", "--profile", "demo",
+                             "--check", "--results-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
+    time.sleep(1.0)  # still importing (torch alone takes seconds)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (-signal.SIGINT, 130), err
+    assert "Traceback" not in err and "interrupted: run the same command again" in err, err
+
+
+def test_an_interrupted_study_continues_where_it_stopped(tmp_path):
+    import signal
+    import time
+
+    notebooks, profile = slow_study(tmp_path)
     script = (f"import sys; from ckd_lib.study.profiles import load_profile; "
               f"from ckd_lib.study.runner import Runner; "
               f"sys.exit(Runner(load_profile({str(profile)!r}), results_dir="
               f"{str(tmp_path / 'results')!r}, notebooks={str(notebooks)!r}).run())")
+    # the child's SIGINT as a terminal gives it, whatever this process inherited (a test suite
+    # started in the background, `nohup make test &`, ignores SIGINT, and so would the child)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint)
     manifest = tmp_path / "results/p/executed/manifest.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not executions(tmp_path, "b"):

@@ -32,6 +32,7 @@ from torchvision.models.detection.roi_heads import fastrcnn_loss, maskrcnn_loss
 
 from ckd_lib.detection.config import DESCRIPTIVE_LOSS_KEYS
 from ckd_lib.methods import TermContext, TermInputs, get_method
+from ckd_lib.methods.contract import call_term, check_value
 
 __all__ = ["DetectionDistiller", "renormalise"]
 
@@ -99,6 +100,8 @@ class DetectionDistiller(nn.Module):
                                  f"{student.spec.num_classes}; they must share a label space")
         self.parts = nn.ModuleDict(spec.build_terms(
             self.params, TermContext("detection", student, teacher)))
+        self._registered = {use.term.name: use.term for use in spec.uses}
+        self._checked = False
         self.last_logits: dict[str, object] = {}
         self.amp_dtype = amp_dtype
 
@@ -176,4 +179,11 @@ class DetectionDistiller(nn.Module):
                             "proposals": [p.detach() for p in proposals]}
         inputs = TermInputs(class_logits, t_logits, proposal_labels,
                             list(features.values()), list(t_features.values()))
-        return {f"loss_{name}": part(inputs) for name, part in self.parts.items()}
+        out = {}
+        for name, part in self.parts.items():
+            term = self._registered[name]
+            out[f"loss_{name}"] = value = call_term(term, part, inputs)
+            if not self._checked:  # the term's contract, on its first call
+                check_value(term, value, inputs)
+        self._checked = True
+        return out

@@ -10,7 +10,10 @@ must behave identically for every kind of run. Per run, under the run's ``out_di
   read with ``weights_only=True``), written atomically;
 - ``_locks/<run_id>.lock``: which process trains the run now. A lock whose process is gone
   (same host, no such pid) or whose heartbeat stopped (another host; refreshed every
-  ``HEARTBEAT_SECONDS``) is stale and taken over.
+  ``HEARTBEAT_SECONDS``) is stale and taken over. So is a damaged one: a file that cannot be a
+  lock of a live process (random bytes, a JSON list, a pid that is no process id) at once, and
+  one that is empty or cut short (perhaps being written now) once ``STALE_SECONDS`` old; the
+  messages say what the file held.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,44 +42,132 @@ def _now() -> str:
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
     return True
 
 
+# what RunLock writes starts with this; a file that is empty or a prefix of it, or starts with it
+# and does not parse, may be a lock that another process is writing at this moment
+_LOCK_START = b'{"pid": '
+
+
+@dataclass(frozen=True)
+class LockState:
+    """What a lock file holds: ``holder`` (pid, host, since, command) when it is a lock this
+    module writes, else ``damaged``, a short description of what is there instead."""
+
+    path: Path
+    age: float
+    holder: dict | None
+    damaged: str | None = None
+    partial: bool = False  # empty or cut short: perhaps being written now, so stale only once old
+
+    @property
+    def stale(self) -> bool:
+        """True when no live process can hold this lock (see the module docstring)."""
+        if self.holder is None:
+            return self.age > STALE_SECONDS if self.partial else True
+        if self.holder["host"] == socket.gethostname():
+            return not _pid_alive(self.holder["pid"])
+        return self.age > STALE_SECONDS
+
+    def why_stale(self) -> str:
+        """Why a stale lock may be taken over, naming what it held."""
+        if self.holder is None:
+            return f"{self.describe()}, " + ("left unfinished" if self.partial else "not a lock")
+        gone = ("that process is gone" if self.holder["host"] == socket.gethostname() else
+                f"no heartbeat for {self.age:.0f} s")
+        return f"{self.describe()}: {gone}"
+
+    def describe(self) -> str:
+        """Who holds the lock, or what the file holds when it is not a lock."""
+        if self.holder is None:
+            return f"lock file {self.path} holds {self.damaged}, written {self.age:.0f} s ago"
+        h = self.holder
+        return f"process {h['pid']} on {h['host']} since {h['since']} (lock {self.path})"
+
+
+def _describe_damage(data: bytes) -> tuple[str, bool]:
+    """What a lock file that is not a lock holds, and whether it may be one being written."""
+    if not data.strip():
+        return ("nothing (an empty file)" if not data else "only white space"), True
+    partial = _LOCK_START.startswith(data) or data.startswith(_LOCK_START)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"{len(data)} bytes that are not text", partial
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return f"text that is not JSON ({text.strip()[:60]!r})", partial
+    if not isinstance(value, dict):
+        kind = {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+            type(value), "number")
+        return f"a JSON {kind} ({' '.join(text.split())[:60]}), not an object", False
+    pid, host = value.get("pid"), value.get("host")
+    if not (isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31):
+        return f"pid {json.dumps(pid)}, not a process id", False
+    if not isinstance(host, str) or not host:
+        return f"host {json.dumps(host)}, not a host name", False
+    return "", False  # a lock
+
+
 class RunLock:
     """Exclusive locks on a set of runs for this process; see the module docstring.
 
     ``acquire(wait=seconds)`` waits that long for a live holder to finish, then raises
-    :class:`RunLockedError` naming it. Used as a context manager it releases on exit.
+    :class:`RunLockedError` naming it. Used as a context manager it releases on exit. A lock
+    file that is not a lock (random bytes, a JSON list, a pid that is not a number) cannot belong
+    to a live process and is taken over at once, saying what it held; one that is empty or cut
+    short may be one being written now, and is taken over once ``STALE_SECONDS`` old.
     """
 
-    def __init__(self, paths: list[Path]):
+    def __init__(self, paths: list[Path], log=print):
         self.paths = sorted(Path(p) for p in paths)
         self.held: list[Path] = []
+        self.log = log
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @staticmethod
-    def holder(path: Path) -> dict | None:
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-
-    @staticmethod
-    def is_stale(path: Path, holder: dict | None) -> bool:
+    def inspect(path: Path) -> LockState | None:
+        """The state of the lock file at ``path``; None when there is none."""
+        path = Path(path)
         try:
             age = time.time() - path.stat().st_mtime
+            data = path.read_bytes()
         except FileNotFoundError:
-            return True
-        if holder is None:  # being written, or garbage: stale only once old
-            return age > STALE_SECONDS
-        if holder.get("host") == socket.gethostname():
-            return not _pid_alive(int(holder.get("pid", -1)))
-        return age > STALE_SECONDS
+            return None
+        except OSError as error:
+            raise InputError(f"lock file {path} cannot be read ({error.strerror or error}); "
+                             "remove it if no process is training that run") from None
+        what, partial = _describe_damage(data)
+        if what:
+            return LockState(path, age, None, what, partial)
+        holder = json.loads(data)
+        since = holder.get("since")
+        if not isinstance(since, str):
+            since = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(
+                timespec="seconds")
+        return LockState(path, age, {**holder, "since": since})
+
+    @staticmethod
+    def holder(path: Path) -> dict | None:
+        """The holder of a lock this module wrote (pid, host, since, command), else None."""
+        try:
+            state = RunLock.inspect(path)
+        except InputError:
+            return None
+        return state.holder if state else None
+
+    @staticmethod
+    def is_stale(path: Path) -> bool:
+        """True when no live process holds the lock at ``path`` (or there is none)."""
+        state = RunLock.inspect(path)
+        return state is None or state.stale
 
     def _content(self) -> bytes:
         return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": _now(),
@@ -86,14 +178,18 @@ class RunLock:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            holder = self.holder(path)
-            if not self.is_stale(path, holder):
+            state = self.inspect(path)
+            if state is not None and not state.stale:
                 return False
             results.atomic_write_bytes(path, self._content())  # take the stale lock over
             time.sleep(0.05)
             mine = self.holder(path)  # two takers: the last writer wins, the other backs off
-            return bool(mine) and mine.get("pid") == os.getpid() and \
-                mine.get("host") == socket.gethostname()
+            if not (mine and mine["pid"] == os.getpid()
+                    and mine["host"] == socket.gethostname()):
+                return False
+            if state is not None:
+                self.log(f"took over the lock of run {path.stem}: {state.why_stale()}")
+            return True
         with os.fdopen(fd, "wb") as handle:
             handle.write(self._content())
         return True
@@ -103,18 +199,25 @@ class RunLock:
         for path in self.paths:
             while not self._try(path):
                 if time.monotonic() >= deadline:
-                    holder = self.holder(path) or {}
                     self.release()
-                    raise RunLockedError(
-                        f"run {path.stem} is being trained by process {holder.get('pid', '?')} "
-                        f"on {holder.get('host', '?')} since {holder.get('since', '?')} (lock "
-                        f"{path}); wait for it to finish (the same command then skips the run), "
-                        "or delete the lock file if that process is gone")
+                    raise RunLockedError(self._refusal(path))
                 time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
             self.held.append(path)
         self._thread = threading.Thread(target=self._heartbeat, daemon=True)
         self._thread.start()
         return self
+
+    @classmethod
+    def _refusal(cls, path: Path) -> str:
+        state = cls.inspect(path)
+        if state is None or state.holder is not None:
+            who = state.describe() if state else f"another process (lock {path})"
+            return (f"run {path.stem} is being trained by {who}; wait for it to finish (the "
+                    "same command then skips the run), or delete the lock file if that process "
+                    "is gone")
+        return (f"run {path.stem} may be starting in another process: {state.describe()} "
+                f"(perhaps a lock being written); it is taken over once {STALE_SECONDS:.0f} s "
+                "old, or delete it if no process is training this run")
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):

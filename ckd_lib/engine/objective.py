@@ -15,6 +15,7 @@ from torch import nn
 
 from ckd_lib.config import RunConfig
 from ckd_lib.methods import Method, TermContext, TermInputs, get_method
+from ckd_lib.methods.contract import FirstNonFinite, call_term, check_value
 
 
 class Objective(nn.Module):
@@ -22,7 +23,9 @@ class Objective(nn.Module):
 
     ``terms``: the term names in the method's order (the history's ``loss_<term>`` columns);
     ``needs_features``: whether the student (and teacher) must run ``forward_features``;
-    ``warmup_epochs``: the linear warm-up length of the method's warm-up terms (None: none).
+    ``warmup_epochs``: the linear warm-up length of the method's warm-up terms (None: none);
+    ``first_non_finite``: the terms that turned non-finite first (what a divergence blames).
+    Each term's value is checked on the first call (:mod:`ckd_lib.methods.contract`).
     """
 
     def __init__(self, method: Method, params: dict, context: TermContext):
@@ -34,14 +37,22 @@ class Objective(nn.Module):
         self.warmup_epochs = params.get("warmup_epochs") if method.warmup_terms() else None
         self._warmup = frozenset(method.warmup_terms())
         self.parts = nn.ModuleDict(method.build_terms(self.params, context))
+        self._registered = {use.term.name: use.term for use in method.uses}
+        self._checked = False
+        self.first_non_finite = FirstNonFinite(self.terms)
 
     def forward(self, logits_student, logits_teacher, target, factor, feats_student=None,
                 feats_teacher=None) -> dict[str, torch.Tensor]:
         inputs = TermInputs(logits_student, logits_teacher, target, feats_student, feats_teacher)
         out = {}
         for name, part in self.parts.items():
-            value = part(inputs)
+            value = call_term(self._registered[name], part, inputs)
+            if not self._checked:  # the first call is eager, also under the CUDA-graph step
+                check_value(self._registered[name], value, inputs)
             out[name] = factor * value if name in self._warmup else value
+        self._checked = True
+        if out:
+            self.first_non_finite.update(list(out.values()))
         return out
 
     def param_groups(self, weight_decay: float) -> list[tuple[list, float]]:

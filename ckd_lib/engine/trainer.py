@@ -442,8 +442,10 @@ class GroupTrainer:
 
     # -- divergence ---------------------------------------------------------------------------
     def _non_finite(self, s: StudentRun, weights: bool) -> str | None:
-        """What is non-finite in a student (its running loss sums, or its weights), or None."""
-        for name in s.objective.terms:
+        """What is non-finite in a student (its running loss sums, or its weights), or None.
+        The terms that turned non-finite first are named: the others followed through the
+        weights (a NaN from a plugin's term is not blamed on ``ce``)."""
+        for name in s.objective.first_non_finite.names() or s.objective.terms:
             value = float(s.sums[name])
             if not math.isfinite(value):
                 return f"loss term {name} is {value}"

@@ -164,9 +164,11 @@ register_method("CKD", ["ce", "ckd"], main=True, color=PALETTE[3])
 register_method("KD+CKD", [use("ce", ce_weight=0.1),
                            use("kd", rename={"temperature": "kd_temperature"}, kd_weight=0.9,
                                kd_temperature=4.0),
-                           "ckd"], recipe_from="CKD", color=PALETTE[5])
+                           "ckd"], recipe_from="CKD", recipe_params=["cl_weight", "temperature"],
+                color=PALETTE[5])
 register_method("CKD+ReviewKD", ["ce", "ckd", "reviewkd"], warmup=["ckd", "reviewkd"],
-                recipe_from="CKD", color=PALETTE[4])
+                recipe_from="CKD", recipe_params=["ce_weight", "cl_weight", "temperature"],
+                color=PALETTE[4])
 
 # -- detection methods -----------------------------------------------------------------------------
 _DET_KD = use("kd", rename={"temperature": "kd_temperature"}, kd_weight=1.0, kd_temperature=1.0)

@@ -75,9 +75,13 @@ def load_plugin(spec: str) -> dict:
         if error.name and spec.startswith(error.name):
             raise InputError(f"plugin {spec!r}: no such file or module (a file must end in .py)"
                              ) from None
-        raise InputError(f"plugin {spec!r} failed to load: {_where(error)}") from error
+        raise InputError(f"plugin {spec!r} failed to load: {_where(error, path)}") from error
+    except SystemExit as error:  # never "exit 0 having done nothing"
+        raise InputError(f"plugin {spec!r} called sys.exit({error.code!r}) while loading"
+                         f"{_place(error, path)}: a plugin only registers terms and methods"
+                         ) from None
     except Exception as error:
-        raise InputError(f"plugin {spec!r} failed to load: {_where(error)}") from error
+        raise InputError(f"plugin {spec!r} failed to load: {_where(error, path)}") from error
     info = {"plugin": spec, "path": str(path) if path else None,
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path else None}
     _LOADED[key] = info
@@ -85,13 +89,20 @@ def load_plugin(spec: str) -> dict:
     return info
 
 
-def _where(error: BaseException) -> str:
-    """``ValueError: message (file.py, line 12)``: the innermost frame, for a one-line error."""
-    frames = traceback.extract_tb(error.__traceback__)
-    place = f" ({Path(frames[-1].filename).name}, line {frames[-1].lineno})" if frames else ""
+def _place(error: BaseException, path: Path | None) -> str:
+    """`` (file.py, line 12)``: the innermost frame in the plugin's own file (else the innermost
+    frame), where the error was raised, for a one-line error."""
     if isinstance(error, SyntaxError):
-        place = f" ({Path(error.filename or '?').name}, line {error.lineno})"
-    return f"{type(error).__name__}: {error}{place}"
+        return f" ({Path(error.filename or '?').name}, line {error.lineno})"
+    frames = traceback.extract_tb(error.__traceback__)
+    own = [f for f in frames if path is not None and Path(f.filename) == path]
+    frame = (own or frames or [None])[-1]
+    return f" ({Path(frame.filename).name}, line {frame.lineno})" if frame else ""
+
+
+def _where(error: BaseException, path: Path | None = None) -> str:
+    """``ValueError: message (file.py, line 12)``, for a one-line error."""
+    return f"{type(error).__name__}: {error}{_place(error, path)}"
 
 
 def _export(key: str) -> None:

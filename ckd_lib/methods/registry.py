@@ -18,6 +18,8 @@ modules; they hand the trainer their own parameter groups (:meth:`TermModule.par
 
 from __future__ import annotations
 
+import colorsys
+import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from typing import Any
 from torch import nn
 
 from ckd_lib.errors import ConfigError
+from ckd_lib.methods.contract import caller_outside, defined_at
 from ckd_lib.methods.params import Param
 
 TASKS = ("classification", "detection")
@@ -100,6 +103,8 @@ class Term:
     source: str = "ckd_lib"
     # checks a combination of parameters (raising ValueError) before any run starts
     check: Callable[[dict], None] | None = None
+    # file:line of its compute function or module class: what errors about the term name
+    defined_at: str = ""
 
     def param(self, name: str) -> Param:
         return next(p for p in self.params if p.name == name)
@@ -141,8 +146,10 @@ class Method:
     """A named sum of terms for one task; see the module docstring.
 
     ``recipe_from``: the method whose published recipe (schedule, lr, batch) it borrows when the
-    recipes hold no row of its own; ``main``: part of the study's main tables by default;
-    ``color``: its colour in every figure (else one derived from its name).
+    recipes hold no row of its own; ``recipe_params``: the only loss parameters whose per-pair
+    values that recipe passes on (:meth:`recipe_rule`); ``main``: part of the study's main
+    tables by default; ``color``: its colour in every figure (else :func:`method_color` picks
+    one no other method has).
     """
 
     name: str
@@ -154,6 +161,7 @@ class Method:
     color: str | None = None
     help: str = ""
     source: str = "ckd_lib"
+    recipe_params: tuple[str, ...] = ()
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -217,9 +225,21 @@ class Method:
     def warmup_terms(self) -> tuple[str, ...]:
         return tuple(u.term.name for u in self.uses if u.warmup)
 
+    def recipe_rule(self) -> str:
+        """What a recipe borrowed from ``recipe_from`` gives this method, in words: the rule
+        that --print-config, --list-methods and the report's provenance state."""
+        if not self.recipe_from:
+            return ""
+        passed = (f"only {', '.join(self.recipe_params)} of {self.recipe_from}'s per-pair loss "
+                  "values (its recipe_params)" if self.recipe_params
+                  else f"none of {self.recipe_from}'s per-pair loss values (no recipe_params)")
+        return (f"{self.name} borrows {self.recipe_from}'s recipe of each pair (epochs, "
+                f"schedule, lr, batch, weight decay) and takes {passed}; every other loss "
+                f"parameter keeps {self.name}'s own default")
+
     def describe(self) -> str:
         lines = [f"{self.name} ({self.task}): {' + '.join(self.terms) or 'no distillation term'}"
-                 + (f"; recipe borrowed from {self.recipe_from}" if self.recipe_from else "")]
+                 + (f"; {self.recipe_rule()}" if self.recipe_from else "")]
         lines += [f"  {p.describe()}" for p in self.params().values()]
         return "\n".join(lines)
 
@@ -258,7 +278,9 @@ def register_term(name: str, *, params: Iterable[Param] = (), needs: Iterable[st
     old = _TERMS.get(name)
     if old is not None and old.source != source:
         raise ValueError(f"term {name!r} is already registered by {old.source}")
-    term = Term(name, tuple(params), needs, tuple(tasks), compute, module, help, source, check)
+    where = defined_at(compute or module) or caller_outside(__file__)
+    term = Term(name, tuple(params), needs, tuple(tasks), compute, module, help, source, check,
+                where)
     _TERMS[name] = term
     return term
 
@@ -273,14 +295,18 @@ def use(term: str, *, rename: Mapping[str, str] | None = None, hide: Iterable[st
 
 def register_method(name: str, terms: Iterable[str | dict], *, task: str = "classification",
                     warmup: Iterable[str] = (), warmup_epochs: int = 20,
-                    recipe_from: str | None = None, main: bool = False,
-                    color: str | None = None, help: str = "",
+                    recipe_from: str | None = None, recipe_params: Iterable[str] = (),
+                    main: bool = False, color: str | None = None, help: str = "",
                     source: str | None = None) -> Method:
     """Register a method: the named sum of ``terms`` (names, or :func:`use` entries) for ``task``.
 
     ``warmup``: the terms scaled by the linear warm-up factor (the method then accepts
     ``warmup_epochs``, default ``warmup_epochs``); ``recipe_from``: borrow that method's
-    published recipes; ``main``: in the study's main tables by default.
+    published recipes (epochs, schedule, lr, batch, weight decay) where it has none;
+    ``recipe_params``: the loss parameters (of this method, by the same name in the lender)
+    whose per-pair values the borrowed recipe passes on; every other keeps this method's
+    default, whatever the lender's row says; ``main``: in the study's main tables by default;
+    ``color``: ``#rrggbb``, one no other method has (default: :func:`method_color` picks one).
     """
     _check_task(task)
     source = source or _SOURCE[-1]
@@ -301,8 +327,19 @@ def register_method(name: str, terms: Iterable[str | dict], *, task: str = "clas
     missing = sorted(set(warmup) - {u.term.name for u in uses})
     if missing:
         raise ValueError(f"method {name}: warm-up terms {missing} are not among its terms")
+    recipe_params = tuple(recipe_params)
+    if recipe_params and not recipe_from:
+        raise ValueError(f"method {name}: recipe_params {list(recipe_params)} without "
+                         "recipe_from (the method whose recipe passes them on)")
+    if color is not None and not _HEX.fullmatch(str(color)):
+        raise ValueError(f"method {name}: color={color!r}; give '#rrggbb' (figures and the "
+                         "HTML report both use it)")
     method = Method(name, task, tuple(uses), warmup_epochs if warmup else None, recipe_from,
-                    main, color, help, source)
+                    main, color, help, source, recipe_params)
+    unknown = sorted(set(recipe_params) - set(method.params()))
+    if unknown:
+        raise ValueError(f"method {name}: recipe_params {unknown} are not its parameters; "
+                         f"its parameters: {sorted(method.params())}")
     names = [p.name for u in method.uses for _, p in u.method_params()]
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
@@ -313,6 +350,13 @@ def register_method(name: str, terms: Iterable[str | dict], *, task: str = "clas
     old = _METHODS.get((task, name))
     if old is not None and old.source != source:
         raise ValueError(f"method {name!r} ({task}) is already registered by {old.source}")
+    holder = next((m for (_, n), m in _METHODS.items() if color and n != name
+                   and m.color and m.color.lower() == color.lower()
+                   and not m.source == source == "ckd_lib"),
+                  None)
+    if holder is not None:
+        raise ValueError(f"method {name}: color {color} is {holder.name}'s ({holder.source}); "
+                         "choose another, or leave color out to get one no method has")
     _METHODS[(task, name)] = method
     return method
 
@@ -353,17 +397,56 @@ def all_method_names() -> list[str]:
 
 
 # seaborn's "colorblind" palette (Okabe-Ito based), written out so that colours do not depend on
-# whether or which seaborn is installed: the built-in methods take theirs from it, and a method
-# registered without a colour gets one of them by a CRC-32 of its name.
+# whether or which seaborn is installed: the built-in methods take theirs from it.
 PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4",
            "#949494", "#ece133", "#56b4e9")
+# Paul Tol's "muted" scheme (colour-blind safe), less those close to a PALETTE colour: with
+# PALETTE, the colours a method registered without one may get (see method_color).
+MORE_COLORS = ("#332288", "#882255", "#999933", "#44aa99", "#aa4499", "#cc6677", "#117733",
+               "#88ccee", "#ddcc77")
+# the report draws the teacher in this colour; no method may take it
+TEACHER_COLOR = "#3b3b3b"
+_HEX = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+def _free_color(name: str, taken: set[str]) -> str:
+    """The first colour not in ``taken``, from a start fixed by the CRC-32 of ``name`` (stable
+    across processes and builds, unlike Python's salted ``hash``); beyond the listed colours,
+    golden-ratio steps of hue from the same start."""
+    pool = PALETTE + MORE_COLORS
+    start = zlib.crc32(name.encode())
+    for i in range(len(pool)):
+        color = pool[(start + i) % len(pool)]
+        if color not in taken:
+            return color
+    hue = start / 2**32
+    while True:
+        hue = (hue + 0.618033988749895) % 1.0
+        color = "#{:02x}{:02x}{:02x}".format(*(round(255 * c) for c in
+                                                 colorsys.hsv_to_rgb(hue, 0.65, 0.7)))
+        if color not in taken:
+            return color
+
+
+def method_colors() -> dict[str, str]:
+    """Every registered method's colour, no two alike (except where ckd_lib gives two methods
+    one colour on purpose: CE and detection's baseline, the student alone): a method's own
+    colour, else, in registration order, :func:`_free_color` past every colour already taken."""
+    _plugins_loaded()
+    own: dict[str, str] = {}
+    for (_, name), method in _METHODS.items():
+        if method.color and name not in own:
+            own[name] = method.color.lower()
+    taken = set(own.values()) | {TEACHER_COLOR}
+    out = {}
+    for name in all_method_names():
+        out[name] = own.get(name) or _free_color(name, taken)
+        taken.add(out[name])
+    return out
 
 
 def method_color(name: str) -> str:
-    """A method's colour in every figure: its own, else one fixed by its name (crc32, stable
-    across processes and builds, unlike Python's salted ``hash``)."""
-    _plugins_loaded()
-    for (_, other), method in _METHODS.items():
-        if other == name and method.color:
-            return method.color
-    return PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
+    """A method's colour in every figure (:func:`method_colors`); a name not registered (a
+    record of a plugin not loaded now) gets one no registered method has."""
+    colors = method_colors()
+    return colors.get(name) or _free_color(name, set(colors.values()) | {TEACHER_COLOR})

@@ -256,25 +256,20 @@ FRAME_COLUMNS = (
     "path", "link", "written")
 
 
-def profile_of(name: str):
-    """The study profile `name` (notebooks/profiles/<name>.yaml), or None when there is no such
-    file or it does not load (a results folder may hold a profile this checkout lacks)."""
-    import yaml
+def profile_of(name: str, results_dir: str | Path = "results"):
+    """The study profile of ``<results_dir>/<name>/`` (a profile given by its file: that file;
+    else notebooks/profiles/<name>.yaml), or None when it does not load (a results folder may
+    hold a profile this checkout lacks)."""
+    from ckd_lib.study.profiles import results_profile
 
-    from ckd_lib.study.params import ParameterError
-    from ckd_lib.study.profiles import load_profile
-
-    try:
-        return load_profile(name)
-    except (ParameterError, OSError, yaml.YAMLError):
-        return None
+    return results_profile(name, results_dir)
 
 
-def profile_notebooks(name: str) -> list[str]:
+def profile_notebooks(name: str, results_dir: str | Path = "results") -> list[str]:
     """The notebooks profile `name` runs ([] without a profile file). The report shows a section
     whose data is missing only when the profile runs the notebook that makes it (then it says
     that notebook has not run yet)."""
-    profile = profile_of(name)
+    profile = profile_of(name, results_dir)
     return list(profile.notebooks) if profile is not None else []
 
 

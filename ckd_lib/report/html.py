@@ -561,24 +561,13 @@ def provenance_html(prov: Provenance, commands: dict[str, dict], tables: list[Ta
 def _borrowed_html(tables: list[Table]) -> str:
     """Which methods of these tables ran with a recipe borrowed from another method (they have
     no published recipe of their own: the method's registration names the lender)."""
-    from ckd_lib.errors import InputError
-    from ckd_lib.methods import get_method
+    from ckd_lib.report.provenance import borrowed_recipes
 
-    methods = sorted({c.method for t in tables for row in t.rows
-                      for c in (row.cells.values() if hasattr(row, "cells") else [row])
-                      if getattr(c, "method", None)})
-    lines = []
-    for method in methods:
-        try:
-            spec = get_method(method)
-        except InputError:
-            continue
-        if spec.recipe_from:
-            source = "a plugin, " + spec.source if spec.source != "ckd_lib" else "ckd_lib"
-            lines.append(f"<li><b>{escape(method)}</b> has no published recipe of its own: its "
-                         f"runs use the {escape(spec.recipe_from)} recipe of each pair (epochs, "
-                         f"schedule, lr, batch), as its registration says ({escape(source)})."
-                         "</li>")
+    methods = {c.method for t in tables for row in t.rows
+               for c in (row.cells.values() if hasattr(row, "cells") else [row])
+               if getattr(c, "method", None)}
+    lines = [f"<li><b>{escape(method)}</b> has no published recipe of its own: {escape(rule)}."
+             "</li>" for method, rule in borrowed_recipes(methods).items()]
     return f"<h4>Recipes borrowed</h4><ul>{''.join(lines)}</ul>" if lines else ""
 
 

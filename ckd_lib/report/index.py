@@ -19,14 +19,16 @@ from pathlib import Path
 
 from ckd_lib import results
 from ckd_lib.report.collect import profile_of
+from ckd_lib.study.profiles import results_command_form
 
 INDEX_NAME = "report.html"
 META_NAME = "report.json"
 
 
-def profile_description(name: str) -> str:
-    """The description of profile `name` from its YAML file ("" without one)."""
-    profile = profile_of(name)
+def profile_description(folder: Path) -> str:
+    """The description of the profile of results folder ``folder`` from its YAML file (a
+    profile given by its path included; "" without one)."""
+    profile = profile_of(folder.name, folder.parent)
     return " ".join(profile.description.split()) if profile is not None else ""
 
 
@@ -35,7 +37,8 @@ def write_meta(profile_dir: Path, headline: str, runs: int, detection_runs: int)
     meta = {"profile": profile_dir.name, "headline": headline, "runs": runs,
             "detection_runs": detection_runs,
             "built": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "description": profile_description(profile_dir.name)}
+            "description": profile_description(profile_dir),
+            "command": results_command_form(profile_dir.name, profile_dir.parent)}
     path = profile_dir / META_NAME
     results.atomic_write_json(path, meta)
     return path
@@ -49,7 +52,7 @@ def _entry(report: Path) -> dict:
         built = datetime.fromtimestamp(report.stat().st_mtime, tz=timezone.utc)
         meta = {"headline": "", "runs": None, "detection_runs": None,
                 "built": built.strftime("%Y-%m-%d %H:%M UTC"),
-                "description": profile_description(folder.name)}
+                "description": profile_description(folder)}
     meta["profile"] = folder.name
     summary = folder / "summary.csv"  # a detection-only profile's has no table cell in it
     meta["summary"] = summary.is_file() and len(summary.read_text().splitlines()) > 1
@@ -75,10 +78,12 @@ def index_html(entries: list[dict]) -> str:
     rows = []
     for e in entries:
         name = escape(e["profile"])
+        command = e.get("command") or e["profile"]  # a profile given by its file: the file
+        given = "" if command == e["profile"] else f'<div class="d">{escape(command)}</div>'
         links = f'<a href="{name}/report.html">report</a>'
         if e["summary"]:
             links += f' · <a href="{name}/summary.csv">summary.csv</a>'
-        rows.append(f"<tr><td><b>{name}</b></td><td>{links}</td><td>{escape(e['built'])}</td>"
+        rows.append(f"<tr><td><b>{name}</b>{given}</td><td>{links}</td><td>{escape(e['built'])}</td>"
                     f"<td>{escape(_runs_text(e))}</td><td><div>{escape(e['headline'])}</div>"
                     f'<div class="d">{escape(e["description"])}</div></td></tr>')
     body = ("".join(rows) if rows else
@@ -100,7 +105,8 @@ td:last-child {{ width: 50%; }}
 .d {{ color: #555; font-size: 0.9em; margin-top: 4px; }}
 </style></head>
 <body><h1>CKD study: reports by profile</h1>
-<p>Each profile (<code>notebooks/profiles/&lt;name&gt;.yaml</code>) has its own report, built from
+<p>Each profile (<code>notebooks/profiles/&lt;name&gt;.yaml</code>, or a YAML file given by its
+path, shown under its name) has its own report, built from
 its own run records under <code>results/&lt;profile&gt;/</code>; building one never replaces
 another. Newest first.</p>
 <table><thead><tr><th>profile</th><th>open</th><th>built</th><th>runs</th>

@@ -3,20 +3,20 @@ per teacher→student pair. Every table and figure of the report asks this modul
 the same colour and a pair the same words everywhere, in every build.
 
 The methods, their order and their colours belong to the method registry (``ckd_lib.methods``:
-a method's own colour, else one fixed by a CRC-32 of its name, never Python's salted ``hash()``);
-this module only adds the teacher, and puts the student trained alone first.
+a method's own colour, else one that no other registered method has, picked in registration
+order from a start fixed by a CRC-32 of its name, never Python's salted ``hash()``); this module
+only adds the teacher, and puts the student trained alone first.
 """
 
 from __future__ import annotations
 
 from ckd_lib.methods import all_method_names
 from ckd_lib.methods import method_color as _registry_color
-from ckd_lib.methods.registry import PALETTE
+from ckd_lib.methods.registry import PALETTE, TEACHER_COLOR
 
 __all__ = ["PALETTE", "STUDENT_ALONE", "TEACHER_COLOR", "method_color", "method_order",
            "method_rank", "pair_label", "sort_methods"]
 
-TEACHER_COLOR = "#3b3b3b"
 # The student trained without a teacher: "CE" in classification, "baseline" in detection.
 STUDENT_ALONE = ("CE", "baseline")
 

@@ -102,6 +102,24 @@ def collect_provenance(study: Study) -> Provenance:
     return prov
 
 
+def borrowed_recipes(methods) -> dict[str, str]:
+    """For each method of ``methods`` that borrows another's recipe: the rule of what it takes
+    (``Method.recipe_rule``: which per-pair loss values pass on) and who registered it."""
+    from ckd_lib.errors import InputError
+    from ckd_lib.methods import get_method
+
+    out = {}
+    for method in sorted(set(methods)):
+        try:
+            spec = get_method(method)
+        except InputError:  # a record of a plugin not loaded now
+            continue
+        if spec.recipe_from:
+            who = f"a plugin, {spec.source}" if spec.source != "ckd_lib" else "ckd_lib"
+            out[method] = f"{spec.recipe_rule()} (registered by {who})"
+    return out
+
+
 def available_notebooks(study: Study) -> list[str]:
     """Notebook names (file stems) of the study: the executed ones and those in notebooks/."""
     names = set()
@@ -150,20 +168,26 @@ def notebooks_for(study: Study, table_key: str, run_ids: set[str],
 
 
 def commands_for(profile: str, notebooks: list[str]) -> list[str]:
+    """The commands that remake ``notebooks`` of ``profile`` (named as a command line must:
+    ``ckd_lib.study.profiles.command_form``)."""
     cmds = [f"make reproduce PROFILE={profile}"]
     cmds += [f"python -m ckd_lib.study --profile {profile} --only {nb}" for nb in notebooks]
     return cmds
 
 
 def table_commands(study: Study, tables: list) -> dict[str, dict]:
-    """For each table key: the notebooks that made it, how we know, and the commands."""
+    """For each table key: the notebooks that made it, how we know, and the commands (naming
+    a profile given by its file by that file's path, as the runner must be given it)."""
+    from ckd_lib.study.profiles import results_command_form
+
     texts = _executed_texts(study)
+    profile = results_command_form(study.profile, study.results_dir)
     out = {}
     for table in tables:
         notebooks, how = notebooks_for(study, table.key if table.kind == "main" else table.kind,
                                        table.run_ids(), texts)
         out[table.key] = {"notebooks": notebooks, "how": how,
-                          "commands": commands_for(study.profile, notebooks)}
+                          "commands": commands_for(profile, notebooks)}
     out["report"] = {"notebooks": [REPORT_NOTEBOOK], "how": "this report",
-                     "commands": commands_for(study.profile, [REPORT_NOTEBOOK])}
+                     "commands": commands_for(profile, [REPORT_NOTEBOOK])}
     return out

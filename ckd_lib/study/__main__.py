@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ckd_lib.errors import run_cli
+from ckd_lib.errors import run_cli, stop_on_sigterm
 from ckd_lib.study.devices import parse_devices
 from ckd_lib.study.params import ParameterError
 from ckd_lib.study.paths import notebooks_dir
@@ -129,17 +129,21 @@ def _run(args: argparse.Namespace) -> int:
         list_profile(runner)
         return 0
     only = select(args.only, list(profile.notebooks)) if args.only else None
-    jobs = runner.plan(only)
     if args.check:
-        print(f"profile {profile.name}: parameters of {len(jobs)} notebook(s) are valid")
+        jobs, plan = runner.check(only)
+        runs = sum(len(unit.runs) for unit in plan.units)
+        print(f"profile {profile.name}: parameters of {len(jobs)} notebook(s) and the configs "
+              f"of the {runs} run(s) they train are valid")
         return 0
+    runner.plan(only)  # every parameter checked before anything else
     if args.plan:
         return executor.show_plan(runner, only)
     if args.status:
         return executor.show_status(runner, only)
     if kind == "slurm":
         return executor.submit(runner, options, only, args.argv)
-    return runner.run(only)
+    with stop_on_sigterm():  # like Ctrl-C: the notebook's kernel is shut down, the rest kept
+        return runner.run(only)
 
 
 if __name__ == "__main__":

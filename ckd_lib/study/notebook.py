@@ -48,6 +48,12 @@ def parameters(notebook: str, namespace: dict) -> NotebookParameters:
     names the profile; every other parameter that is None takes the profile's value; one that
     is not None is an explicit override (type-checked). Loads the profile's plugins."""
     declared = notebook_parameters(notebooks_dir() / f"{notebook}.py", where=notebook)
+    undeclared = sorted(_injected(namespace) - set(declared))
+    if undeclared:
+        raise ParameterError(
+            f"notebook {notebook} declares no parameter {', '.join(map(repr, undeclared))} "
+            f"(given with papermill -p); its parameters: {', '.join(declared)} "
+            "(papermill --help-notebook describes them)")
     given = {name: namespace.get(name) for name in declared}
     name = given.get("profile") or "demo"
     if name not in available_profiles() and not str(name).endswith((".yaml", ".yml")) and all(
@@ -82,6 +88,24 @@ def parameters(notebook: str, namespace: dict) -> NotebookParameters:
         raise ParameterError(f"notebook {notebook}: parameter(s) {missing} have no value in "
                              f"profile {chain}; set them there or pass them explicitly")
     return NotebookParameters(notebook, profile, values, explicit)
+
+
+def _injected(namespace: dict) -> set[str]:
+    """The names papermill's injected-parameters cell assigned: it runs right after the
+    parameters cell, and IPython keeps its source (which starts with papermill's "# Parameters"
+    comment) in the input history ``In``. Outside IPython (plan mode): none."""
+    import ast
+
+    names: set[str] = set()
+    for source in namespace.get("In") or ():
+        if isinstance(source, str) and source.startswith("# Parameters\n"):
+            try:
+                body = ast.parse(source).body
+            except SyntaxError:
+                continue
+            names.update(target.id for node in body if isinstance(node, ast.Assign)
+                         for target in node.targets if isinstance(target, ast.Name))
+    return names
 
 
 def _parsed(value, annotation: str):

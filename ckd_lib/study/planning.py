@@ -14,6 +14,12 @@ notebook would train is planned at the ``model_last.pth`` its run will write
 (:func:`add_teachers`), and ``Settings.teacher_checkpoint`` answers with that path, so the
 students' configs are the ones the notebooks will build once the teachers exist. A run that two
 notebooks share (the ablation's baseline is a main-table run) is planned once, in the first.
+
+The same collection is the study's check (``--check``, and the runner before its first
+notebook): every config a notebook would train is validated, so an unknown method, a method
+without a recipe or a bad ``epoch_scale`` fails before any notebook runs, not inside the fifth
+one. In that mode a notebook that trains nothing runs its first cell calling ``parameters(``
+(where every notebook resolves and checks its parameters).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from ckd_lib.errors import UserError, one_line
 
 # A cell that trains calls one of these (the notebooks' training entry points).
 TRAINING_CALL = re.compile(r"\b(train|prepare_teachers|launch|run_detection)\(")
+# Every notebook's first code cell resolves its parameters with this call (docs/CONTRACTS.md).
+PARAMETERS_CALL = re.compile(r"\bparameters\(")
 PLAN_FORMAT = 1
 
 
@@ -187,8 +195,9 @@ def planned_teacher(dataset: str, model: str) -> str | None:
 
 
 # -- executing the notebooks ---------------------------------------------------------------------
-def collect(runner, only: list[str] | None = None) -> Plan:
-    """The plan of ``runner``'s profile (every notebook, or ``only`` these), in notebook order.
+def collect(runner, only: list[str] | None = None, check: bool = False) -> Plan:
+    """The plan of ``runner``'s profile (every notebook, or ``only`` these), in notebook order;
+    with ``check``, also the parameters cell of each notebook that trains nothing.
 
     Raises :class:`PlanError` naming the notebook and cell when a notebook's code fails."""
     from ckd_lib.study.params import read_notebook
@@ -202,14 +211,18 @@ def collect(runner, only: list[str] | None = None) -> Plan:
                      for cell in read_notebook(job.source).cells if cell.cell_type == "code"]
             last = max((i for i, (_, code) in enumerate(cells) if TRAINING_CALL.search(code)),
                        default=-1)
+            if last >= 0:
+                collector.plan.notebooks.append(job.name)
+            elif check:
+                last = next((i for i, (tagged, code) in enumerate(cells)
+                             if not tagged and PARAMETERS_CALL.search(code)), -1)
             if last < 0:
                 continue
-            collector.plan.notebooks.append(job.name)
-            _execute(job, cells[:last + 1])
+            _execute(job, cells[:last + 1], "checking" if check else "planning")
     return collector.plan
 
 
-def _execute(job, cells: list[tuple[bool, str]]) -> None:
+def _execute(job, cells: list[tuple[bool, str]], doing: str = "planning") -> None:
     """Run ``cells`` as papermill would (the runner's parameters right after the parameters
     cell), their output captured and shown only with an error."""
     namespace: dict = {"__name__": "__main__"}
@@ -219,10 +232,12 @@ def _execute(job, cells: list[tuple[bool, str]]) -> None:
             with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
                 exec(compile(code, f"{job.name}.py (cell {index})", "exec"), namespace)
         except Exception as error:  # noqa: BLE001 - named with its notebook, re-raised below
-            tail = "\n".join(output.getvalue().strip().splitlines()[-5:])
+            # a user's error says all in its line; the output before a bug's helps find it
+            tail = "" if isinstance(error, UserError) else \
+                "\n".join(output.getvalue().strip().splitlines()[-5:])
             what = one_line(error) if isinstance(error, UserError) else \
                 f"{type(error).__name__}: {one_line(error)}"
-            raise PlanError(f"planning notebook {job.name}, code cell {index}: {what}"
+            raise PlanError(f"{doing} notebook {job.name}, code cell {index}: {what}"
                             + (f"\n{tail}" if tail else "")) from error
         if is_parameters:
             namespace.update(copy.deepcopy(job.parameters))

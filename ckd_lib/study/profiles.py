@@ -29,15 +29,24 @@ A profile without ``notebooks`` runs its parent's; with them, those, in its orde
 ``profile`` and ``results_dir`` are set by the runner (or the notebook's caller) and ``devices``
 by ``--devices``; a profile may not set the first two. Every name is checked against the
 notebooks' parameters cells before anything runs (``ckd_lib.study.params``).
+
+A profile may also be any YAML file given by its path (``--profile path/to/x.yaml``). Its file
+name names its results folder (``results/x/``), so a file named like a built-in profile
+(``demo.yaml`` elsewhere) is refused: it would mix its runs and report with the built-in's.
+``results/<name>/profile.json`` says which file a results folder belongs to: another file of
+the same name is refused too, and the report's commands and the index read it to name the
+profile as a command line must (:func:`command_form`).
 """
 
 from __future__ import annotations
 
+import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ckd_lib.study.params import ParameterError
-from ckd_lib.study.paths import profiles_dir, resolve
+from ckd_lib.study.paths import StudyPaths, profiles_dir, project_root, resolve
 from ckd_lib.study.slurm_options import SlurmOptions
 from ckd_lib.yamlio import read_yaml
 
@@ -102,6 +111,12 @@ def load_profile(name_or_path: str | Path, folder: Path | None = None,
     if not path.is_file():
         raise ParameterError(f"profile {text!r} not found ({path}); available: "
                              f"{available_profiles(folder)}")
+    shipped = profiles_dir() / f"{path.stem}.yaml"
+    if not _seen and shipped.is_file() and shipped.resolve() != path.resolve():
+        raise ParameterError(
+            f"profile file {text} is named like the built-in profile {path.stem} ({shipped}) "
+            f"and would write into its results folder, results/{path.stem}/; rename the file "
+            "(a profile's file name names its results folder)")
     data = read_yaml(path, "profile")
     where = f"profile {path.stem} ({path})"
     if not isinstance(data, dict):
@@ -154,3 +169,72 @@ def load_profile(name_or_path: str | Path, folder: Path | None = None,
                    common=common, notebooks={n: dict(p or {}) for n, p in notebooks.items()},
                    report=report, plugins=list(dict.fromkeys(inherited + plugins)),
                    slurm=slurm, parent=parent)
+
+
+# -- which profile file a results folder belongs to -----------------------------------------------
+MARKER = "profile.json"
+
+
+def command_form(reference: str) -> str:
+    """How a command line names a profile (``--profile X``, ``make reproduce PROFILE=X``): the
+    name of a built-in one; else its file, relative to the project root when inside it (the
+    Makefile and the runner run from there), shell-quoted."""
+    path = Path(reference)
+    if not reference.endswith((".yaml", ".yml")):
+        return reference
+    try:
+        path = path.resolve().relative_to(project_root())
+    except ValueError:
+        pass
+    return shlex.quote(str(path))
+
+
+def _marker(name: str, results_dir) -> dict | None:
+    try:
+        data = json.loads((StudyPaths.of(name, results_dir).root / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("reference"), str) else None
+
+
+def check_results_owner(profile: Profile, results_dir) -> None:
+    """Refuse a profile whose results folder holds another profile file's results."""
+    marker = _marker(profile.name, results_dir)
+    if marker is not None and marker["reference"] != profile.reference:
+        root = StudyPaths.of(profile.name, results_dir).root
+        raise ParameterError(
+            f"{root} holds the results of profile {marker['reference']}, not of "
+            f"{profile.reference}; rename this profile's file (its name names its results "
+            f"folder), or delete {root / MARKER} if it is the same profile moved")
+
+
+def claim_results(profile: Profile, results_dir) -> None:
+    """Write ``results/<name>/profile.json`` (after :func:`check_results_owner`)."""
+    from ckd_lib.results import atomic_write_json
+
+    check_results_owner(profile, results_dir)
+    atomic_write_json(StudyPaths.of(profile.name, results_dir).root / MARKER,
+                      {"profile": profile.name, "reference": profile.reference,
+                       "command": command_form(profile.reference)})
+
+
+def results_profile(name: str, results_dir) -> Profile | None:
+    """The profile whose results are ``<results_dir>/<name>/``: the file its ``profile.json``
+    names, else the built-in profile ``name``; None when neither loads (a results folder may
+    hold a profile this checkout lacks)."""
+    import yaml
+
+    marker = _marker(name, results_dir)
+    for reference in ([marker["reference"]] if marker else []) + [name]:
+        try:
+            return load_profile(reference)
+        except (ParameterError, OSError, yaml.YAMLError):
+            continue
+    return None
+
+
+def results_command_form(name: str, results_dir) -> str:
+    """How a command line names the profile of ``<results_dir>/<name>/`` (see
+    :func:`command_form`): from its ``profile.json``, else the name."""
+    marker = _marker(name, results_dir)
+    return command_form(marker["reference"]) if marker else name

@@ -40,7 +40,7 @@ from ckd_lib.study.params import (
     read_notebook,
 )
 from ckd_lib.study.paths import StudyPaths, notebooks_dir, project_root
-from ckd_lib.study.profiles import Profile
+from ckd_lib.study.profiles import Profile, check_results_owner, claim_results
 
 MANIFEST = "manifest.json"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -177,12 +177,23 @@ class Runner:
             if unknown:
                 raise ParameterError(f"--only {unknown}: not in profile {self.profile.name}; its "
                                      f"notebooks: {list(self.profile.notebooks)}")
+        check_results_owner(self.profile, self.results_dir)  # a folder of another profile file
         declared = {n: notebook_parameters(self.notebooks / f"{n}.py", where=n)
                     for n in self.profile.notebooks}
         values = resolve_parameters(self.profile, declared, self.results_dir, self.devices)
         jobs = [Job(n, self.notebooks / f"{n}.py", values[n], declared[n])
                 for n in self.profile.notebooks]
         return [j for j in jobs if not only or j.name in only]
+
+    def check(self, only: list[str] | None = None):
+        """:meth:`plan`, then every run the notebooks would train, validated by executing them
+        in plan mode up to their training calls (``ckd_lib.study.planning``; seconds): what
+        would fail inside a notebook after others ran fails here, before any runs. Returns the
+        jobs and the plan (``planning.Plan``)."""
+        from ckd_lib.study import planning
+
+        jobs = self.plan(only)
+        return jobs, planning.collect(self, only, check=True)
 
     # -- manifest -------------------------------------------------------------------------------
     @property
@@ -228,7 +239,8 @@ class Runner:
         from ckd_lib.methods import load_plugins
 
         load_plugins(self.profile.plugins)  # exported in CKD_PLUGINS to the kernels and workers
-        jobs = self.plan(only)
+        jobs, _ = self.check(only)
+        claim_results(self.profile, self.results_dir)  # results/<name>/profile.json
         started = time.perf_counter()
         executed = skipped = 0
         for index, job in enumerate(jobs, 1):

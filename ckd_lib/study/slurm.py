@@ -158,11 +158,12 @@ def run_statuses(plan: Plan) -> dict[str, str]:
 
 def _lock_holder(run: dict) -> str | None:
     path = RunBook(run["out_dir"], run["run_id"], run["config_hash"]).lock_path
-    holder = RunLock.holder(path)
-    if path.exists() and not RunLock.is_stale(path, holder):
-        holder = holder or {}
-        return f"lock held by process {holder.get('pid', '?')} on {holder.get('host', '?')}"
-    return None
+    state = RunLock.inspect(path)
+    if state is None or state.stale:
+        return None
+    if state.holder:
+        return f"lock held by process {state.holder['pid']} on {state.holder['host']}"
+    return f"lock: {state.describe()}"
 
 
 def survey(plan: Plan, book: JobBook, statuses: dict[str, str],
