@@ -70,11 +70,13 @@ def artifact_commands_html(study: Study, group: str) -> str:
     """The commands that make an artifact's section (its notebook, on this profile)."""
     from ckd_lib.report.html import commands_html
     from ckd_lib.report.provenance import commands_for
+    from ckd_lib.study.profiles import results_command_form
 
     notebook = ARTIFACT_NOTEBOOKS.get(group)
     if notebook is None:
         return ""
-    return commands_html({"commands": commands_for(study.profile, [notebook])[1:],
+    profile = results_command_form(study.profile, study.results_dir)
+    return commands_html({"commands": commands_for(profile, [notebook])[1:],
                           "notebooks": [notebook], "how": notebook})
 
 

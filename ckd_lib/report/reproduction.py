@@ -30,9 +30,9 @@ class Summary:
     departures: list[str] = field(default_factory=list)
 
 
-def _profile_common(name: str) -> dict:
+def _profile_common(name: str, results_dir) -> dict:
     """The profile's common values, root of its chain first (what every notebook starts from)."""
-    profile = profile_of(name)
+    profile = profile_of(name, results_dir)
     values: dict = {}
     for level in profile.chain() if profile is not None else []:
         values.update(level.common)
@@ -63,7 +63,7 @@ def departures(study: Study, tables: ReportTables) -> list[str]:
     from ckd_lib.report.html import banner_facts
 
     facts = banner_facts(study)
-    common = _profile_common(study.profile)
+    common = _profile_common(study.profile, study.results_dir)
     out = []
     datasets = sorted(set(study.frame["dataset"])) if not study.empty else []
     if datasets and datasets != ["cifar100"] and not facts["imagenet_only"]:
