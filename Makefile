@@ -12,7 +12,7 @@ STUDY = $(PYTHON) -m ckd_lib.study --profile $(PROFILE) --executor $(EXECUTOR) \
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test lint reproduce plan status bench clean notebooks environment teachers same-arch \
-	cross-arch ablations budget efficiency visualisations imagenet coco coco-demo report
+	cross-arch ablations budget efficiency visualisations imagenet coco coco-demo report verify
 
 help: ## List the targets with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -41,6 +41,9 @@ plan: setup ## Runs, epochs and estimated GPU-hours of PROFILE, per notebook; ru
 
 status: setup ## Done / running / pending / failed per run of PROFILE (records and SLURM)
 	$(PYTHON) -m ckd_lib.study --profile $(PROFILE) --status
+
+verify: setup ## Audit results/PROFILE: models evaluated again, checksums, run inputs, summary.csv; trains nothing
+	$(PYTHON) -m ckd_lib.study --profile $(PROFILE) --verify
 
 notebooks: setup ## Write notebooks/*.ipynb from the .py scripts (to open in JupyterLab)
 	$(PYTHON) -m ckd_lib.study --sync-notebooks

@@ -10,10 +10,12 @@ still show its traceback. So every error a user can trigger derives from :class:
 from __future__ import annotations
 
 import contextlib
+import errno
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 CONTINUE = ("run the same command again to continue (finished runs are kept, interrupted ones "
             "resume).")
@@ -52,6 +54,13 @@ class RunDivergedError(UserError):
     """A run's loss or weights became non-finite; its record says ``diverged``."""
 
     exit_code = 3
+
+
+class DiskFullError(UserError):
+    """A write found no space left (ENOSPC, or a quota): the message names the folder and the
+    bytes the write needed; the file that was there before is kept whole."""
+
+    exit_code = 74  # EX_IOERR
 
 
 def one_line(error: BaseException) -> str:
@@ -108,8 +117,9 @@ def quiet_interrupts() -> None:
 
 def run_cli(main: Callable[[], int]) -> int:
     """Run a command line's ``main``: a user's error becomes ``error: ...`` on stderr and its
-    exit status; Ctrl-C (and SIGTERM where the command stops on it) says how to continue.
-    Anything else is a bug and keeps its traceback."""
+    exit status, as does a full disk met by a write outside ``ckd_lib.results`` (whose own
+    writes say how many bytes they needed); Ctrl-C (and SIGTERM where the command stops on it)
+    says how to continue. Anything else is a bug and keeps its traceback."""
     try:
         return main()
     except UserError as error:
@@ -118,6 +128,14 @@ def run_cli(main: Callable[[], int]) -> int:
     except Terminated:
         print(f"\nstopped by SIGTERM: {CONTINUE}", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = Path(error.filename).parent if error.filename else "the output folder"
+        print(f"error: no space left on the device of {where} ({error.strerror}"
+              f"{f', writing {Path(error.filename).name}' if error.filename else ''}): free some "
+              "space there and run the same command again", file=sys.stderr)
+        return DiskFullError.exit_code
     except KeyboardInterrupt:
         print(f"\ninterrupted: {CONTINUE}", file=sys.stderr)
         return 130

@@ -9,10 +9,13 @@ whose model file and history agree with it (:func:`record_problems`), is skipped
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -22,7 +25,7 @@ from typing import Any
 import torch
 
 import ckd_lib
-from ckd_lib.errors import InputError
+from ckd_lib.errors import DiskFullError, InputError
 
 RECORD_NAME = "record.json"
 MODEL_NAME = "model_last.pth"
@@ -46,39 +49,61 @@ def _temporary_beside(path: Path) -> tuple[int, str]:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
+    """Write `data` to `path` so that readers see the old file or the new one, never a part.
+
+    A full disk (ENOSPC, or a quota) is a :class:`DiskFullError` naming the folder and the bytes
+    needed, checked before anything is written and caught while writing; the old file stays."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temporary_beside(path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if len(data) > shutil.disk_usage(path.parent).free:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fd, tmp = _temporary_beside(path)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(path, len(data)) from None
         raise
+
+
+def disk_full(path: Path, needed: int | None) -> DiskFullError:
+    """The one-line error of a write of ``path`` that found no space: which folder is full, how
+    many bytes the write needed (when known) and how many are free."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free:,} bytes free"
+    except OSError:
+        free = "its free space unknown"
+    need = f"needs {needed:,} bytes" if needed is not None else "found no space"
+    return DiskFullError(f"no space left on the device of {path.parent} (writing {path.name} "
+                         f"{need}; {free}): free some space there and run the same command "
+                         "again (the file that was there before is kept whole)")
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=1, default=str) + "\n").encode())
 
 
+def torch_bytes(obj: Any) -> bytes:
+    """``torch.save`` of ``obj`` as bytes, the same bytes for the same content: saved to a path,
+    torch names the zip's inner folder after the file (a temporary name, different every time);
+    saved to a buffer, it is always "archive"."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save through a temporary file and os.replace (a kill never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temporary_beside(path)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through :func:`atomic_write_bytes` (a kill never leaves half a file, a full
+    disk is one line): identical content gives a byte-identical file (:func:`torch_bytes`), so
+    a model's recorded sha256 confirms a rerun or a resume."""
+    atomic_write_bytes(path, torch_bytes(obj))
 
 
 def git_state(repo: str | Path | None = None) -> dict:
@@ -157,6 +182,11 @@ def read_record(path: str | Path) -> dict:
     missing = [k for k in REQUIRED_KEYS if not isinstance(record, dict) or k not in record]
     if missing:
         raise InputError(f"{path}: not a run record, lacks {missing}")
+    wrong = [f"{key} is not a {kind.__name__}" for key, kind in
+             (("config", dict), ("history", list), ("provenance", dict))
+             if not isinstance(record[key], kind)]
+    if wrong:
+        raise InputError(f"{path}: not a run record ({', '.join(wrong)})")
     return record
 
 
@@ -220,29 +250,52 @@ def _summary_problems(record: dict) -> list[str]:
 
 
 def record_problems(record: dict, run_dir: str | Path | None = None) -> list[str]:
-    """Why a record that says "complete" cannot be believed: its history does not support its
-    summary, or its model file is missing or is not the file it was written with."""
+    """Why a record that says "complete" cannot be believed: it is of another record version,
+    names no model file with its sha256, its history does not support its summary, or its model
+    file is missing or is not the file it was written with."""
     if record.get("status") != "complete":
         return []
-    problems = _summary_problems(record)
+    problems = []
+    if record.get("record_version") != RECORD_VERSION:
+        problems.append(f"it is record_version {record.get('record_version')!r}, not "
+                        f"{RECORD_VERSION} (this ckd_lib cannot tell what it proves)")
+    problems += _summary_problems(record)
     if run_dir is None:
         run_dir = Path(record.get("_path", "")).parent
     model = record.get("model")
-    path = Path(run_dir) / (model or {}).get("file", MODEL_NAME)
+    if not isinstance(model, dict) or not model.get("file") or not model.get("sha256"):
+        problems.append("it names no model file with its sha256 (no 'model' entry)")
+        return problems
+    if Path(str(model["file"])).name != model["file"]:
+        problems.append(f"its model file {model['file']!r} is not a file of its own folder")
+        return problems
+    path = Path(run_dir) / model["file"]
     if not path.is_file():
         problems.append(f"its model file {path} is missing")
-    elif model and model.get("sha256") and file_sha256(path) != model["sha256"]:
+    elif file_sha256(path) != model["sha256"]:
         problems.append(f"its model file {path} is not the one it was written with (sha256 "
                         "differs)")
     return problems
 
 
-def completed_record(out_dir: str | Path, run_id: str, config_hash: str,
-                     log=None) -> dict | None:
-    """The complete record of this run if one exists with the same config hash and its files
-    agree with it, else None. A record that says complete but does not hold up (see
-    :func:`record_problems`) is moved aside to ``record.rejected-<time>.json`` (never deleted), and
-    ``log`` says why in one line."""
+def _move_aside(path: Path, kind: str) -> Path:
+    """``record.<kind>-<time>.json`` beside the record (never deleted)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    aside = path.with_name(f"record.{kind}-{stamp}.json")
+    os.replace(path, aside)
+    return aside
+
+
+def finished_record(out_dir: str | Path, run_id: str, config_hash: str, log=None,
+                    identity=None, move_aside: bool = True) -> dict | None:
+    """The record of this run if it is finished ("complete", or "diverged") for this config and
+    can be believed, else None; what the engine, plan mode and ``--status`` call done.
+
+    A complete record that does not hold up (:func:`record_problems`) is moved aside to
+    ``record.rejected-<time>.json``; a complete or diverged record whose inputs differ from what
+    this run would use now (``identity.stale_reasons(record)``, a
+    :class:`ckd_lib.identity.RunIdentity`) to ``record.stale-<time>.json``. Never deleted;
+    ``log`` says why in one line. ``move_aside=False`` (a read-only view) moves nothing."""
     path = record_path(out_dir, run_id)
     if not path.is_file():
         return None
@@ -250,33 +303,48 @@ def completed_record(out_dir: str | Path, run_id: str, config_hash: str,
         record = read_record(path)
     except InputError:
         return None
-    if record["status"] != "complete" or record["config_hash"] != config_hash:
+    if record["status"] not in ("complete", "diverged") or record["config_hash"] != config_hash:
         return None
-    problems = record_problems(record, path.parent)
-    if problems:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        aside = path.with_name(f"record.rejected-{stamp}.json")
-        os.replace(path, aside)
-        if log is not None:
-            log(f"{run_id}: its record says complete but {'; '.join(problems)}: the run is "
-                f"trained again (the old record is kept as {aside})")
-        return None
+    for kind, reasons, then in (
+            ("rejected", record_problems(record, path.parent), "its record says complete but"),
+            ("stale", identity.stale_reasons(record) if identity is not None else [], "")):
+        if reasons:
+            if move_aside:
+                aside = _move_aside(path, kind)
+                if log is not None:
+                    log(f"{run_id}: {then + ' ' if then else ''}{'; '.join(reasons)}: the run "
+                        f"is trained again (the old record is kept as {aside})")
+            return None
     return record
 
 
-def load_records(out_dir: str | Path = "results/runs", status: str | None = "complete") -> list:
-    """Every record under `out_dir` (complete ones by default), sorted by run id. Each carries
-    ``_path`` and ``_problems`` (why a complete record cannot be believed; empty if it can)."""
+def completed_record(out_dir: str | Path, run_id: str, config_hash: str, log=None,
+                     identity=None, move_aside: bool = True) -> dict | None:
+    """The complete record of this run (see :func:`finished_record`), else None."""
+    record = finished_record(out_dir, run_id, config_hash, log, identity, move_aside)
+    return record if record is not None and record["status"] == "complete" else None
+
+
+def load_records(out_dir: str | Path = "results/runs", status: str | None = "complete",
+                 unreadable: list | None = None) -> list:
+    """The records under `out_dir`, sorted by run id: by default the complete ones that can be
+    believed; ``status=None``: every record, each with ``_problems`` (why a complete record
+    cannot be believed; empty if it can); each carries ``_path``. A ``record.json`` that cannot
+    be read or is not a record is skipped; given a list, ``unreadable`` receives
+    ``{"path", "why"}`` for each."""
     records = []
     for path in sorted(Path(out_dir).glob(f"*/{RECORD_NAME}")):
         try:
             record = read_record(path)
-        except InputError:
+        except InputError as error:
+            if unreadable is not None:
+                unreadable.append({"path": str(path), "why": str(error)})
             continue
         if status is None or record["status"] == status:
             record["_path"] = str(path)
             record["_problems"] = record_problems(record, path.parent)
-            records.append(record)
+            if status != "complete" or not record["_problems"]:
+                records.append(record)
     return records
 
 

@@ -231,6 +231,11 @@ def test_resumed_run_equals_uninterrupted_and_finished_runs_are_skipped(shapes_r
     a = load_detector(tmp_path / "a" / whole["run_id"] / "model_last.pth").state_dict()
     b = load_detector(tmp_path / "b" / resumed["run_id"] / "model_last.pth").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # byte for byte (the record's sha256 confirms a resume), with the terms' connectors kept
+    files = [tmp_path / d / whole["run_id"] / "model_last.pth" for d in ("a", "b")]
+    assert files[0].read_bytes() == files[1].read_bytes()
+    assert whole["model"]["sha256"] == resumed["model"]["sha256"]
+    assert "reviewkd" in torch.load(files[0], weights_only=True)["objective"]
     assert [e["loss"] for e in whole["train_log"]] == [e["loss"] for e in resumed["train_log"]]
     # the record points at everything the report needs
     record_file = tmp_path / "a" / whole["run_id"] / "record.json"

@@ -54,6 +54,7 @@ from ckd_lib.detection.sampler import TrainingBatches
 from ckd_lib.engine import stop
 from ckd_lib.engine.bookkeeping import RunBook, RunLock, check_out_dir, divergence_message
 from ckd_lib.engine.distributed import DistContext, init_distributed
+from ckd_lib.engine.objective import term_states
 from ckd_lib.engine.speed import resolve_device
 from ckd_lib.errors import InputError, RunDivergedError
 from ckd_lib.methods import loaded_plugins
@@ -255,7 +256,7 @@ class DetectionTrainer:
         self.dist = init_distributed("cuda" if config.device != "cpu"
                                      and torch.cuda.is_available() else "cpu")
         self.device = resolve_device(config, self.dist.local_rank if self.dist.enabled else None)
-        self.book = RunBook(config.out_dir, config.run_id(), config.config_hash())
+        self.book = RunBook.for_config(config)  # with the inputs it would use now
         self.run_id = self.book.run_id
         self.lock_wait = lock_wait
         self.log = print if self.dist.is_main else (lambda *a, **k: None)
@@ -265,8 +266,7 @@ class DetectionTrainer:
         if dist.is_main:
             check_out_dir(self.config.out_dir)
         # Decisions that read files are rank 0's, shared, so ranks never take different paths.
-        done = dist.broadcast_object((self.book.completed(self.log) or self.book.diverged())
-                                     if dist.is_main else None)
+        done = dist.broadcast_object(self.book.finished(self.log) if dist.is_main else None)
         if done is not None:
             if done["status"] == "diverged":
                 raise RunDivergedError(divergence_message(done))
@@ -452,9 +452,11 @@ class DetectionTrainer:
                   "wall_seconds": self.elapsed,
                   "images_per_second": images / train_seconds if train_seconds else None}
         if dist.is_main:
-            record = self.book.finish(record, {
-                "model": self.student.state_dict(), "spec": self.student.spec.to_dict(),
-                "run_id": self.run_id, "box_AP": self.history[-1]["bbox"]["AP"]})
+            model_state = {"model": self.student.state_dict(), "spec": self.student.spec.to_dict(),
+                           "run_id": self.run_id, "box_AP": self.history[-1]["bbox"]["AP"]}
+            if terms := term_states(self.distiller.parts):  # what the terms trained
+                model_state["objective"] = terms
+            record = self.book.finish(record, model_state)
         else:
             record["status"] = "complete"
         dist.barrier()

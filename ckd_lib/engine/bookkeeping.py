@@ -243,12 +243,23 @@ class RunLock:
 
 
 class RunBook:
-    """The files of one run; see the module docstring."""
+    """The files of one run; see the module docstring. ``identity``
+    (:class:`ckd_lib.identity.RunIdentity`): the inputs the run would be computed from now; a
+    record computed from other ones is stale (:meth:`for_config` makes both)."""
 
-    def __init__(self, out_dir: str | Path, run_id: str, config_hash: str):
+    def __init__(self, out_dir: str | Path, run_id: str, config_hash: str, identity=None):
         self.out_dir = Path(out_dir)
         self.run_id = run_id
         self.config_hash = config_hash
+        self.identity = identity
+
+    @classmethod
+    def for_config(cls, config) -> RunBook:
+        """The book of a RunConfig or DetectionConfig, with the inputs it would use now."""
+        from ckd_lib import identity
+
+        return cls(config.out_dir, config.run_id(), config.config_hash(),
+                   identity.of_config(config))
 
     @property
     def run_dir(self) -> Path:
@@ -271,19 +282,17 @@ class RunBook:
         return self.out_dir / "_locks" / f"{self.run_id}.lock"
 
     # -- what exists --------------------------------------------------------------------------
+    def finished(self, log=print, move_aside: bool = True) -> dict | None:
+        """The run's record if there is nothing to train: complete (its files agree with it) or
+        diverged, for this config and these inputs (``ckd_lib.results.finished_record``: a
+        record that does not hold up, or is stale, is moved aside, said in one line)."""
+        return results.finished_record(self.out_dir, self.run_id, self.config_hash, log,
+                                       self.identity, move_aside)
+
     def completed(self, log=print) -> dict | None:
         """The complete record, if it exists for this config and its files agree with it."""
-        return results.completed_record(self.out_dir, self.run_id, self.config_hash, log)
-
-    def diverged(self) -> dict | None:
-        """The record of an earlier attempt of this config that diverged, if any."""
-        try:
-            record = results.read_record(self.record_path)
-        except InputError:
-            return None
-        if record["status"] == "diverged" and record["config_hash"] == self.config_hash:
-            return record
-        return None
+        record = self.finished(log)
+        return record if record is not None and record["status"] == "complete" else None
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, state: dict) -> None:

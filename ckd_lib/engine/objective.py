@@ -67,6 +67,19 @@ class Objective(nn.Module):
             out.update(part.metrics())
         return out
 
+    def term_states(self) -> dict[str, dict]:
+        """What the terms trained, to keep with the model (:func:`term_states`)."""
+        return term_states(self.parts)
+
+
+def term_states(parts: nn.ModuleDict) -> dict[str, dict]:
+    """``{term: state_dict}`` of every term that has state (a FitNet connector, a learnable τ,
+    ReviewKD's connectors), on the CPU: the ``objective`` entry of a finished run's
+    ``model_last.pth`` (classification and detection), so what a method trained besides the
+    student is kept once its checkpoint is dropped. Stateless terms are left out."""
+    return {name: {k: v.detach().cpu() for k, v in part.state_dict().items()}
+            for name, part in parts.items() if part.state_dict()}
+
 
 class StudentStep(nn.Module):
     """A student and its objective as one module: what DistributedDataParallel wraps.

@@ -113,7 +113,7 @@ def train(configs: RunConfig | list[RunConfig], *, lock_wait: float = 0.0,
     log = print if dist.is_main else (lambda line: None)
     if dist.is_main:
         check_out_dir(configs[0].out_dir)
-    books = [RunBook(c.out_dir, c.run_id(), c.config_hash()) for c in configs]
+    books = [RunBook.for_config(c) for c in configs]  # with the inputs each would use now
     # Decisions that read files are rank 0's, shared, so every rank takes the same path.
     state = dist.broadcast_object(_survey(books, log) if dist.is_main else None)
     done: dict[str, dict] = state["done"]
@@ -131,11 +131,25 @@ def train(configs: RunConfig | list[RunConfig], *, lock_wait: float = 0.0,
     return records
 
 
+def load_split(config: RunConfig, train: bool):
+    """The training or test set of ``config`` as the engine trains and evaluates on it (subsets
+    drawn with ``data_seed``); ``--verify`` re-evaluates models on the same."""
+    subset = config.train_subset if train else config.test_subset
+    if config.model_zoo == "imagenet":
+        from ckd_lib.data import load_imagefolder_dataset
+
+        return load_imagefolder_dataset(config.dataset_base, "train" if train else "val",
+                                        config.data_root, subset=subset, seed=config.data_seed)
+    return load_dataset(config.dataset, "train" if train else "test", data_root=config.data_root,
+                        subset=subset, seed=config.data_seed)
+
+
 def _survey(books: list[RunBook], log) -> dict:
-    """Which runs are done (complete, or diverged before), and how far each other one got."""
+    """Which runs are done (complete, or diverged before, from the inputs they would use now),
+    and how far each other one got."""
     done, progress = {}, {}
     for book in books:
-        record = book.completed(log) or book.diverged()
+        record = book.finished(log)
         if record is not None:
             if record["status"] == "diverged":
                 log(divergence_message(record))
@@ -184,13 +198,10 @@ class GroupTrainer:
 
     def _load_folder_data(self) -> None:
         """ImageNet/Places365: each rank loads its shard of every global batch from JPEGs."""
-        from ckd_lib.data import load_imagefolder_dataset, make_imagenet_loader
+        from ckd_lib.data import make_imagenet_loader
 
         cfg, d = self.shared, self.dist
-        self.train_set = load_imagefolder_dataset(cfg.dataset_base, "train", cfg.data_root,
-                                                  subset=cfg.train_subset, seed=cfg.data_seed)
-        self.test_set = load_imagefolder_dataset(cfg.dataset_base, "val", cfg.data_root,
-                                                 subset=cfg.test_subset, seed=cfg.data_seed)
+        self.train_set, self.test_set = load_split(cfg, train=True), load_split(cfg, train=False)
         self._check_batch()
         shard = {"rank": d.rank, "world_size": d.world_size, "num_workers": cfg.num_workers}
         if self.speed["loader"] == "nvjpeg":  # decodes on the run's device, yields there
@@ -214,10 +225,7 @@ class GroupTrainer:
     def _load_small_data(self) -> None:
         """32x32 datasets: the global batch comes from one seeded stream, each rank its slice."""
         cfg = self.shared
-        self.train_set = load_dataset(cfg.dataset, "train", data_root=cfg.data_root,
-                                      subset=cfg.train_subset, seed=cfg.data_seed)
-        self.test_set = load_dataset(cfg.dataset, "test", data_root=cfg.data_root,
-                                     subset=cfg.test_subset, seed=cfg.data_seed)
+        self.train_set, self.test_set = load_split(cfg, train=True), load_split(cfg, train=False)
         source = getattr(self.train_set, "source", None)
         if source:
             self.log(f"{cfg.dataset}: read from {source}")
@@ -433,11 +441,14 @@ class GroupTrainer:
         }
 
     def _finish(self, s: StudentRun) -> dict:
-        """The final weights in the mdistiller checkpoint layout (load_teacher reads them) and
-        the complete record with their checksum."""
+        """The final weights in the mdistiller checkpoint layout (load_teacher reads them; it
+        ignores ``objective``, what the method's terms trained) and the complete record with
+        their checksum."""
         last = s.history[-1]
         model_state = {"model": s.model.state_dict(), "accuracy": last["test_top1"],
                        "epoch": last["epoch"], "run_id": s.run_id}
+        if terms := s.objective.term_states():
+            model_state["objective"] = terms
         return s.book.finish(self._record(s, "complete"), model_state)
 
     # -- divergence ---------------------------------------------------------------------------

@@ -201,12 +201,13 @@ def save_checkpoint(
         state = inner.state_dict()
     else:
         state = dict(model)
+    from ckd_lib.results import atomic_torch_save
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "model": {k: v.detach().cpu() for k, v in state.items()},
         "accuracy": None if accuracy is None else float(accuracy),
         "epoch": None if epoch is None else int(epoch),
     }
-    torch.save(payload, path)
+    atomic_torch_save(payload, path)  # whole or not at all; the same bytes for the same weights
     return path

@@ -174,7 +174,8 @@ class Study:
     executed_dir: Path
     notebooks_dir: Path | None = None
     by_id: dict[str, dict] = field(default_factory=dict)
-    # runs left out of every table, with why: diverged, or a record its files do not support
+    # runs left out of every table, with why: diverged, a record its files do not support, or a
+    # record.json that cannot be read
     excluded: list[dict] = field(default_factory=list)
 
     @property
@@ -288,10 +289,18 @@ def load_study(profile: str = "demo", results_dir: str | Path = "results",
     """
     results_dir = Path(results_dir)
     runs_dir = results_dir / profile / "runs"
-    every = load_records(runs_dir, status=None) if runs_dir.is_dir() else []
+    unreadable: list[dict] = []
+    every = load_records(runs_dir, status=None, unreadable=unreadable) \
+        if runs_dir.is_dir() else []
     records = [r for r in every if r["status"] == "complete" and not r["_problems"]]
     excluded = [excluded_entry(r, results_dir / profile) for r in every
                 if r["status"] == "diverged" or r["_problems"]]
+    detection_dir = results_dir / profile / "detection"
+    if detection_dir.is_dir():  # the COCO table shows the believed ones; the others are listed
+        excluded += [excluded_entry(r, results_dir / profile)
+                     for r in load_records(detection_dir, status=None, unreadable=unreadable)
+                     if r["status"] == "diverged" or r["_problems"]]
+    excluded += [unreadable_entry(u, results_dir / profile) for u in unreadable]
     frame = build_frame(records, results_dir / profile)
     if not paper_numbers_csv:  # None or "": the file beside the results
         paper_numbers_csv = results_dir / "paper_numbers.csv"
@@ -318,6 +327,15 @@ def excluded_entry(record: dict, base: Path) -> dict:
             "teacher": cfg.get("teacher"), "student": cfg.get("student"),
             "label": cfg.get("label", ""), "why": why,
             "link": relative_path(record["_path"], base)}
+
+
+def unreadable_entry(unreadable: dict, base: Path) -> dict:
+    """A run folder whose record.json cannot be read or is not a run record
+    (``load_records(unreadable=...)``): in no table, listed with why."""
+    path = Path(unreadable["path"])
+    return {"run_id": path.parent.name, "method": "?", "teacher": None, "student": None,
+            "label": "", "why": f"its record.json is unreadable: {unreadable['why']}",
+            "link": relative_path(path, base)}
 
 
 def mark_teacher_runs(frame: pd.DataFrame) -> None:

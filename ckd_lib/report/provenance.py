@@ -69,6 +69,36 @@ def _counts(records: list[dict], keys: tuple[str, ...]) -> list[dict]:
     return out
 
 
+def cell_of(record: dict, sections: dict[str, str]) -> str:
+    """The table cell a run belongs to, in words: section, pair, method."""
+    cfg = record.get("config") or {}
+    section = "coco" if record.get("task") == "detection" else \
+        sections.get(record.get("run_id"), "main")
+    if section == "teacher":
+        return f"teachers: {cfg.get('student')}"
+    pair = f"{cfg.get('teacher')}→{cfg.get('student')}" if cfg.get("teacher") \
+        else str(cfg.get("student"))
+    return f"{section}: {pair} {cfg.get('method')}"
+
+
+def commit_cells(rows: list[dict], records: list[dict], study: Study) -> list[dict]:
+    """Each commit row with the table cells its runs are in: ckd_lib's own code is not part of
+    a run's identity (a new commit does not retrain finished runs), so when the records come
+    from several commits, the report says which cells each one produced."""
+    if len(rows) < 2:
+        return [{**row, "cells": "every run"} for row in rows]
+    sections = dict(zip(study.frame["run_id"], study.frame["section"], strict=True)) \
+        if not study.empty else {}
+    out = []
+    for row in rows:
+        cells = sorted({cell_of(r, sections) for r in records
+                        if ((r.get("provenance") or {}).get("commit"),
+                            (r.get("provenance") or {}).get("dirty"))
+                        == (row["commit"], row["dirty"])})
+        out.append({**row, "cells": "; ".join(cells)})
+    return out
+
+
 def detection_records(study: Study) -> list[dict]:
     """The profile's complete detection run records (results/<profile>/detection)."""
     from ckd_lib.results import load_records
@@ -82,7 +112,7 @@ def collect_provenance(study: Study) -> Provenance:
     detection = detection_records(study)
     records = study.records + detection
     prov = Provenance(profile=study.profile, n_records=len(records))
-    prov.commits = _counts(records, ("commit", "dirty"))
+    prov.commits = commit_cells(_counts(records, ("commit", "dirty")), records, study)
     prov.versions = _counts(records, ("ckd_lib", "torch", "cuda", "cudnn", "python"))
     prov.devices = _counts(records, ("device_type", "device_name", "device_count"))
     written = [Path(r["_path"]).stat().st_mtime for r in records

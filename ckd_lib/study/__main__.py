@@ -21,6 +21,9 @@ EPILOG = """examples:
   python -m ckd_lib.study --profile paper --plan          # runs, epochs, GPU-hours; runs nothing
   python -m ckd_lib.study --profile paper --executor slurm --slurm partition=gpu
   python -m ckd_lib.study --profile paper --status        # done / running / pending / failed
+  python -m ckd_lib.study --profile demo --verify          # audit results against records
+  python -m ckd_lib.study --profile demo --export demo.tar.gz
+  python -m ckd_lib.study --verify --bundle demo.tar.gz    # audit a bundle made elsewhere
 """
 
 
@@ -101,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE", default=[],
                         help="load a file or module that registers methods (besides the "
                              "profile's plugins); repeatable")
+    parser.add_argument("--verify", action="store_true",
+                        help="audit the profile's results: every model evaluated again against "
+                             "its record, checksums, each run's inputs, summary.csv recomputed; "
+                             "one line per mismatch, exit 1 on any; trains nothing")
+    parser.add_argument("--export", metavar="FILE.tar.gz",
+                        help="write the profile's results bundle (records, models, notebooks, "
+                             "report, manifest of sha256s)")
+    parser.add_argument("--bundle", metavar="FILE.tar.gz",
+                        help="with --verify: audit a bundle made by --export, anywhere")
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     return run_cli(lambda: _run(args))
@@ -113,6 +125,10 @@ def _run(args: argparse.Namespace) -> int:
         for source in sorted(notebooks_dir().glob("[0-9]*.py")):
             print(sync_paired_notebook(source))
         return 0
+    if args.verify or args.export or args.bundle is not None:
+        from ckd_lib.study.audit import command
+
+        return command(args)
     from ckd_lib.study import executor
 
     kind = executor.check_executor(args.executor)

@@ -330,11 +330,11 @@ class Settings:
     @staticmethod
     def _finished(config: RunConfig) -> dict | None:
         """The run's complete record (believed only if its files agree), or the record of a
-        divergence: either way there is nothing to train."""
+        divergence, computed from the inputs it would use now: nothing to train (the engine's
+        own test, ``RunBook.finished``)."""
         from ckd_lib.engine.bookkeeping import RunBook  # not at import: the report uses study
 
-        book = RunBook(config.out_dir, config.run_id(), config.config_hash())
-        return book.completed() or book.diverged()
+        return RunBook.for_config(config).finished()
 
     def record(self, config: RunConfig) -> dict:
         record = self._finished(config)

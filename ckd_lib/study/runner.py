@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import platform
@@ -292,8 +293,10 @@ class Runner:
                     start_timeout=180)
             except PapermillExecutionError as exc:
                 error = (f"cell {exc.exec_count} raised {exc.ename}: {exc.evalue}")
-            except Exception as exc:  # kernel died, could not start, ...
+            except Exception as exc:  # kernel died, could not start, a full disk, ...
                 error = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    error = str(results.disk_full(Path(exc.filename or out), None))
         entry.update(finished=_now(), seconds=round(time.perf_counter() - t0, 1))
         if error:
             entry.update(status="failed", error=error)

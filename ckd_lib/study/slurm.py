@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ckd_lib import results
 from ckd_lib.engine.bookkeeping import RunBook, RunLock
+from ckd_lib.errors import InputError
 from ckd_lib.study.paths import StudyPaths
 from ckd_lib.study.plan import StudyError
 from ckd_lib.study.planning import Plan, Unit
@@ -146,14 +147,35 @@ class UnitState:
 
 
 def run_statuses(plan: Plan) -> dict[str, str]:
-    """run id -> "complete", "diverged" (from its record, checked against its model) or ""."""
+    """run id -> "complete", "diverged" (from its record, checked against its model and the
+    inputs it would use now, as the engine checks it), "stale" (a record computed from other
+    inputs: trained again) or "". Moves nothing."""
     out = {}
     for unit in plan.units:
-        for run in unit.runs:
-            book = RunBook(run["out_dir"], run["run_id"], run["config_hash"])
-            record = book.completed(log=lambda *a: None) or book.diverged()
+        for run, config in zip(unit.runs, unit.configs, strict=True):
+            book = RunBook.for_config(unit_config(unit.task, config))
+            record = book.finished(log=None, move_aside=False)
             out[run["run_id"]] = record["status"] if record else ""
+            if record is None and book.identity is not None and book.record_path.is_file():
+                try:
+                    old = results.read_record(book.record_path)
+                except InputError:
+                    continue
+                if old["config_hash"] == run["config_hash"] and \
+                        book.identity.stale_reasons(old):
+                    out[run["run_id"]] = "stale"
     return out
+
+
+def unit_config(task: str, data: dict):
+    """A plan unit's config dict as the config class of its task."""
+    if task == "detection":
+        from ckd_lib.detection.config import DetectionConfig
+
+        return DetectionConfig.from_dict(data)
+    from ckd_lib.config import RunConfig
+
+    return RunConfig.from_dict(data)
 
 
 def _lock_holder(run: dict) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ckd_lib.study import slurm
 from ckd_lib.study.planning import Plan
 
-ORDER = ("done", "diverged", "running", "pending", "failed", "not submitted")
+ORDER = ("done", "diverged", "stale", "running", "pending", "failed", "not submitted")
 
 
 def run_lines(plan: Plan, states: dict, statuses: dict) -> dict[str, list[tuple[str, str, str]]]:
@@ -20,6 +20,9 @@ def run_lines(plan: Plan, states: dict, statuses: dict) -> dict[str, list[tuple[
         state = states[unit.key]
         for run_id in unit.run_ids:
             status = {"complete": "done", "diverged": "diverged"}.get(statuses.get(run_id))
+            if status is None and statuses.get(run_id) == "stale" and \
+                    state.state in ("missing", "failed"):
+                status = "stale"  # its record's inputs changed: the next submit trains it
             status = status or {"missing": "not submitted"}.get(state.state, state.state)
             where = f"job {state.job_id}" if state.job_id else ""
             if state.detail and status not in ("done", "diverged"):

@@ -19,6 +19,7 @@ import yaml
 
 from ckd_lib import results
 from ckd_lib.config import RunConfig
+from ckd_lib.engine.bookkeeping import RunBook
 from ckd_lib.methods import get_method
 from ckd_lib.recipes import all_recipes
 from ckd_lib.study import planning
@@ -116,7 +117,7 @@ def launch(configs: list[RunConfig], nproc_per_node: int, work_dir: Path,
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     for group in group_configs(configs):
-        if all(results.completed_record(c.out_dir, c.run_id(), c.config_hash()) for c in group):
+        if all(RunBook.for_config(c).completed(log) for c in group):
             log(f"done already: {', '.join(c.run_id() for c in group)}")
             continue
         name = hashlib.sha256("|".join(c.run_id() for c in group).encode()).hexdigest()[:12]
