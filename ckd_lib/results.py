@@ -124,6 +124,19 @@ def git_state(repo: str | Path | None = None) -> dict:
         return {"commit": None, "dirty": None}
 
 
+def cpu_model() -> str:
+    """The processor's model name ("Intel(R) Xeon(R) Platinum 8480+"), not its architecture:
+    /proc/cpuinfo on Linux, else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device | str | None = None) -> dict:
     """Software versions and the hardware a run used."""
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -141,7 +154,7 @@ def environment(device: torch.device | str | None = None) -> dict:
         info["device_name"] = torch.cuda.get_device_name(device)
         info["device_count"] = torch.cuda.device_count()
     else:
-        info["device_name"] = platform.processor() or platform.machine()
+        info["device_name"] = cpu_model()
         info["device_count"] = 1
     return info
 

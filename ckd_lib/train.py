@@ -12,6 +12,7 @@ Examples::
     python -m ckd_lib.train --recipe cifar100 none resnet56 teacher      # train a teacher
     python -m ckd_lib.train --plugin my_method.py --config run.yaml    # a method of your own
     python -m ckd_lib.train --list-methods
+    python -m ckd_lib.train --rerun results/demo/runs/<run id>/record.json --set out_dir=rerun
 
 Checked before any data is read: every field's type and range, the method and its loss
 parameters, the teacher checkpoint's existence, subsets and batch against the dataset's size,
@@ -52,8 +53,21 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def record_config(path: str) -> tuple[RunConfig, list[str]]:
+    """The config a run record was trained with, and the plugin files its method came from
+    (``--rerun``: the one command that retrains exactly that run)."""
+    from ckd_lib.results import read_record
+
+    record = read_record(path)
+    plugins = [p["path"] for p in (record.get("provenance") or {}).get("plugins") or []
+               if p.get("path")]
+    return RunConfig.from_dict(dict(record["config"])), plugins
+
+
 def build_configs(args: argparse.Namespace) -> list[RunConfig]:
     overrides = parse_overrides(args.set or [])
+    if args.rerun:
+        return [record_config(args.rerun)[0].with_overrides(overrides)]
     if args.config:
         return [config.with_overrides(overrides) for config in load_configs(args.config)]
     dataset, teacher, student, method = args.recipe
@@ -76,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--recipe", nargs=4, metavar=("DATASET", "TEACHER", "STUDENT", "METHOD"),
                         help="a published recipe from ckd_lib/resources/recipes.csv "
                              "(TEACHER 'none' with METHOD 'teacher' trains a teacher)")
+    source.add_argument("--rerun", metavar="RECORD",
+                        help="train again exactly the run of this record.json (its config and "
+                             "plugins); give --set out_dir=DIR to keep the original")
     source.add_argument("--list-methods", action="store_true",
                         help="list the methods (plugins included) with their loss parameters")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -91,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ckd_lib.methods import load_plugins
 
-    load_plugins(args.plugin)
+    load_plugins(args.plugin + (record_config(args.rerun)[1] if args.rerun else []))
     if args.list_methods:
         print(list_methods())
         return 0

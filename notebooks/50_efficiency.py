@@ -5,8 +5,11 @@
 # that costs: the time per training iteration (teacher forward, student forward and backward,
 # update) and the memory of each method on one pair, and the cost of the CKD loss alone against
 # the batch size (with KD's loss for reference). All methods run the engine's objectives eagerly
-# in float32 on random CIFAR-shaped inputs, so only the methods differ. Times depend on the
-# device: the table says which one measured them.
+# in float32 on random CIFAR-shaped inputs, so only the methods differ. The methods are timed
+# interleaved: `rounds` rounds, each timing `steps` iterations of every method in a rotated order,
+# so a busy moment of the machine cannot make one method look slow. A timing whose order cannot be
+# true (the student alone slower than a method that also runs the teacher) is flagged as noisy,
+# and the report prints no ratio from it. Times depend on the device: the table says which one.
 #
 # Parameters come from the profile named in the parameters cell (`demo` by default: Run All
 # runs this notebook's part of the CPU demo); a value set there, or passed with papermill's
@@ -29,7 +32,8 @@ pair: str = None  # the recipe pair "teacher->student" to time
 methods: list[str] = None  # methods to time
 batch_size: int = None  # batch size of the timed iterations
 num_classes: int = None  # classes of the logits (CIFAR-100: 100)
-steps: int = None  # timed iterations per method (median reported)
+steps: int = None  # timed iterations per method in each round (median reported)
+rounds: int = None  # rounds, each timing every method in turn (interleaved)
 warmup: int = None  # untimed iterations first
 loss_batch_sizes: list[int] = None  # batch sizes for the loss alone
 loss_repeats: int = None  # timed repetitions of the loss per batch size
@@ -47,15 +51,17 @@ print("pair", settings.describe_pair(teacher, student))
 # ## Time per iteration and memory
 
 # %%
-rows = []
-for method in methods:
-    rows.append(analysis.time_training_step(
-        method, settings.model(teacher), settings.model(student), batch_size=p.batch_size,
-        num_classes=p.num_classes, device=p.device, steps=p.steps, warmup=p.warmup))
-    print(f"{method}: {rows[-1]['ms_per_iter']:.1f} ms per iteration")
-table = pd.DataFrame(rows)
+rows = analysis.time_methods(
+    methods, settings.model(teacher), settings.model(student), batch_size=p.batch_size,
+    num_classes=p.num_classes, device=p.device, steps=p.steps, warmup=p.warmup, rounds=p.rounds)
+for row in rows:
+    print(f"{row['method']}: {row['ms_per_iter']:.1f} ms per iteration (rounds "
+          f"{row['ms_per_iter_min']:.1f}-{row['ms_per_iter_max']:.1f})")
+if rows[0]["noisy"]:
+    print("NOISY MEASUREMENT:", rows[0]["noisy"])
+table = pd.DataFrame(rows).drop(columns=["round_ms"])
 reference = table.set_index("method")["ms_per_iter"].get("KD")
-if reference:
+if reference and not rows[0]["noisy"]:
     table["time vs KD"] = (table["ms_per_iter"] / reference).round(3)
 display(table)
 

@@ -2,9 +2,11 @@
 # # CKD: Contrastive Knowledge Distillation — study report
 #
 # Generated from the run records of one profile (`results/<profile>/runs`, and `detection` for
-# COCO) and the artifacts the other notebooks wrote. `python -m ckd_lib.report --profile <p>` (or
-# `make reproduce`) executes this notebook and publishes it as `results/<profile>/report.html`;
-# `results/report.html` lists every profile's report. Each section appears when the profile has
+# COCO) and the artifacts the other notebooks wrote. It opens with what a reproduction is for:
+# a summary, then each of the paper's claims with its verdict under the rule printed beside it.
+# `python -m ckd_lib.report --profile <p>` (or `make reproduce`) executes this notebook and
+# publishes it as `results/<profile>/report.html`; `results/report.html` lists every profile's
+# report. Each section appears when the profile has
 # runs for it, or runs the notebook that makes it.
 
 # %%
@@ -12,11 +14,12 @@ from html import escape
 
 from IPython.display import HTML, Image, display
 
-from ckd_lib.report import figures, prepare
+from ckd_lib.report import claims_html, figures, prepare
 from ckd_lib.report import html as fragments
 from ckd_lib.report.artifacts import (
     ARTIFACT_NOTEBOOKS,
     artifact_caption,
+    artifact_commands_html,
     artifact_files,
     efficiency_html,
     json_artifact_html,
@@ -81,6 +84,11 @@ if classification:
     display(HTML(fragments.banner_html(study)))
 display(HTML(detection_banner_html(coco_runs)))
 if classification:
+    display(HTML(claims_html.summary_html(report.reproduction, profile)))
+display(HTML(claims_html.claims_html(report.claims, study)))
+display(HTML(claims_html.evidence_html(report.claims, study)))
+if classification:
+    display(HTML(claims_html.compute_html(report.compute)))
     display(HTML(fragments.overview_html(study, tables)))
 if study.paper.error:
     display(HTML(f'<div class="ckd-note ckd-neg">{escape(study.paper.error)}</div>'))
@@ -88,6 +96,7 @@ if study.paper.error:
 # %%
 if classification:
     display(HTML(fragments.section_html("Main tables (the paper's layout)")))
+    display(HTML(claims_html.tier_rule_html()))
     for table in tables.main:
         display(HTML(fragments.pair_table_html(table, report.sources,
                                                report.commands.get(table.key))))
@@ -123,14 +132,17 @@ if accuracy_time is not None or wanted("efficiency"):
         show(figures.efficiency_figure(read_artifact(path) or {}))
     if not artifact_files(study, "efficiency", ".json"):
         display(HTML(missing_artifact_note(study, "efficiency")))
+    display(HTML(artifact_commands_html(study, "efficiency")))
 
 # %%
 if wanted("correlation"):
     display(HTML(fragments.section_html("Teacher–student class-correlation differences")))
     figure_section("correlation", "correlation heatmap", figures.correlation_figure)
+    display(HTML(artifact_commands_html(study, "correlation")))
 if wanted("tsne"):
     display(HTML(fragments.section_html("t-SNE of student features")))
     figure_section("tsne", "t-SNE", figures.tsne_figure)
+    display(HTML(artifact_commands_html(study, "tsne")))
 
 # %%
 others = artifact_files(study, None, ".png")

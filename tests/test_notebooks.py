@@ -91,3 +91,28 @@ def test_every_notebook_executes_on_the_tiny_profile(tiny_study):
     lines.clear()
     assert runner.run() == 0
     assert sum("up to date, skipped" in line for line in lines) == len(profile.notebooks)
+
+
+def test_a_one_seed_profile_supports_no_claim_and_its_report_opens_with_the_claims(tiny_study):
+    """The tiny profile has one seed: every claim it runs is inconclusive (or not run), never
+    supported; the report opens with the summary and the claims table, its rule beside it, and
+    every claim's runs are records that exist."""
+    from ckd_lib.report import prepare
+    from ckd_lib.report.stats import SUPPORTED
+
+    assert tiny_study.code == 0
+    report = prepare("tiny", tiny_study.results_dir)
+    verdicts = {e.claim.key: e.verdict.verdict for e in report.claims}
+    assert SUPPORTED not in verdicts.values(), verdicts
+    assert verdicts["C1"] == "inconclusive" and "3 needed" in report.claims[0].verdict.reason
+    for e in report.claims:
+        for rid in e.run_ids:
+            assert Path(report.study.by_id[rid]["_path"]).is_file()
+    html = (tiny_study.root / "report.html").read_text()
+    text = re.sub(r"<[^>]+>", " ", html)
+    summary, claims, main = (text.index("Reproduction summary"),
+                             text.index("Claims: do they hold"), text.index("Main tables"))
+    assert summary < claims < main
+    assert "seed-paired difference" in text[claims:main]
+    for link in re.findall(r'href="(runs/[^"]+/record\.json)"', html):
+        assert (tiny_study.root / link).is_file()

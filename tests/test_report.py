@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from ckd_lib.config import RunConfig
 from ckd_lib.engine import train
@@ -134,11 +135,19 @@ def test_differences_to_teacher_student_and_kd(study_dir):
     teacher_top1 = np.mean(list({r["seed"]: r["teacher"]["test_top1"] for r in records
                                  if r["config"]["teacher"]}.values()))
     deltas = row.cells["CKD"].deltas
-    assert deltas["KD"]["best"] == pytest.approx(ckd["best_mean"] - expected(records, "KD")[
+    assert deltas["KD"].best.mean == pytest.approx(ckd["best_mean"] - expected(records, "KD")[
         "best_mean"])
-    assert deltas["CE"]["last"] == pytest.approx(ckd["last_mean"] - expected(records, "CE")[
+    assert deltas["CE"].last.mean == pytest.approx(ckd["last_mean"] - expected(records, "CE")[
         "last_mean"])
-    assert deltas["teacher"]["best"] == pytest.approx(ckd["best_mean"] - teacher_top1)
+    assert deltas["teacher"].best.mean == pytest.approx(ckd["best_mean"] - teacher_top1)
+    # seed-paired: the interval is the t interval of the per-seed differences
+    by_seed = {m: {r["seed"]: r["last"]["top1"] for r in records
+                   if r["config"]["method"] == m and r["config"]["label"] == ""
+                   and r["config"]["epochs"] == 2} for m in ("CKD", "KD")}
+    d = np.array([by_seed["CKD"][s] - by_seed["KD"][s] for s in SEEDS])
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    assert deltas["KD"].last.low == pytest.approx(d.mean() - half)
+    assert deltas["KD"].equal_budget is True
 
 
 def test_ablation_and_budget_tables(study_dir):
@@ -148,10 +157,13 @@ def test_ablation_and_budget_tables(study_dir):
     want = expected(records, "CKD", ABLATION)
     assert ablation.n == 2 and ablation.best.mean == pytest.approx(want["best_mean"])
     assert "temperature=2.0" in ablation.settings
-    assert ablation.deltas["main"]["best"] == pytest.approx(
+    assert ablation.deltas["main"].best.mean == pytest.approx(
         want["best_mean"] - expected(records, "CKD")["best_mean"])
-    budgets = {row.budget: row for row in tables.budget.rows}
+    budgets = {row.budget.schedule_text: row for row in tables.budget.rows}
     assert set(budgets) == {"1 ep cosine", "2 ep cosine"}
+    # a budget is counted in optimizer steps and images: 128 images at batch 32
+    assert {(b.budget.steps, b.budget.images) for b in tables.budget.rows} == {(4, 128),
+                                                                               (8, 256)}
     one = budgets["1 ep cosine"].cells["CKD"]
     assert one.n == 1 and math.isnan(one.best.std)
     assert one.run_ids == expected(records, "CKD", BUDGET, epochs=1)["ids"]

@@ -11,6 +11,7 @@ the expected numbers recomputed here from the files with numpy.
 from __future__ import annotations
 
 import hashlib
+import html as html_module
 import json
 import os
 import re
@@ -241,33 +242,39 @@ def test_a_difference_across_budgets_says_so_and_shows_the_equal_budget_one(stud
     rep = prepare(PROFILE, results)
     (row,) = rep.tables.main[0].rows
     cell = fragments.delta_html(row, "CKD", "KD")
-    text = re.sub(r"<[^>]+>", "", cell)
-    assert "CKD 2 ep cosine vs KD 1 ep step" in text
-    best = np.mean([r["best"]["top1"] for r in matched]) - np.mean([r["best"]["top1"]
-                                                                    for r in kd])
-    assert f"at equal budget: {best:+.2f} (1 ep step)" in text
-    across = np.mean([r["best"]["top1"] for r in ckd]) - np.mean([r["best"]["top1"] for r in kd])
-    assert row.cells["CKD"].deltas["KD"]["best"] == pytest.approx(across)
-    # the figure: the title says which budgets its solid bars compare, a hatched bar the other
+    text = html_module.unescape(re.sub(r"<[^>]+>", "", cell))
+    # steps, not epochs: 2 epochs against 1 at the same batch is twice the optimizer steps
+    assert ("unequal budgets: CKD 2× KD's steps, 2× the images (2 ep cosine bs 32 vs 1 ep step "
+            "bs 32)") in text
+    by_seed = {name: {r["seed"]: r["last"]["top1"] for r in runs_}
+               for name, runs_ in (("kd", kd), ("ckd", ckd), ("matched", matched))}
+    equal = np.mean([by_seed["matched"][s] - by_seed["kd"][s] for s in by_seed["kd"]])
+    assert "at equal budget (4 steps · 128 images, 1 ep step bs 32):" in text
+    assert f"last {equal:+.2f} [" in text
+    across = np.mean([by_seed["ckd"][s] - by_seed["kd"][s] for s in by_seed["kd"]])
+    assert row.cells["CKD"].deltas["KD"].last.mean == pytest.approx(across)
+    assert "ckd-pos" not in cell.split("at equal budget")[1].split("each at its own")[1]
+    # the figure: solid bars at an equal budget, hatched ones across budgets, the title says so
     fig = figures.gain_over_kd(rep.tables)
     title = fig.axes[0].get_title()
+    assert "EQUAL budget" in title and "UNEQUAL budgets" in title
     assert "CKD at 2 ep cosine" in title and "KD at 1 ep step" in title
-    heights = sorted(p.get_height() for p in fig.axes[0].patches
-                     if mcolors.to_hex(p.get_facecolor()) == method_color("CKD"))
-    assert heights == pytest.approx(sorted([across, best]))
-    assert any(p.get_hatch() for p in fig.axes[0].patches)
+    bars = [p for p in fig.axes[0].patches
+            if mcolors.to_hex(p.get_facecolor()) == method_color("CKD")]
+    assert sorted(p.get_height() for p in bars) == pytest.approx(sorted([across, equal]))
+    assert [bool(p.get_hatch()) for p in sorted(bars, key=lambda p: p.get_height() == across)] \
+        == [False, True]
     plt.close(fig)
 
 
 # -- the efficiency section --------------------------------------------------------------------
 def test_efficiency_section_has_named_columns_units_and_one_precision_each(study_dir, tmp_path):
-    from ckd_lib.analysis import time_loss, time_training_step
+    from ckd_lib.analysis import time_loss, time_methods
 
     results = tmp_path / "results"
     shutil.copytree(study_dir / PROFILE / "runs", results / PROFILE / "runs")
-    rows = [time_training_step(m, None if m == "CE" else "resnet8", "resnet8", batch_size=8,
-                               num_classes=10, device="cpu", steps=2, warmup=1)
-            for m in ("CE", "KD", "CKD")]
+    rows = time_methods(("CE", "KD", "CKD"), "resnet8", "resnet8", batch_size=8, num_classes=10,
+                        device="cpu", steps=2, warmup=1, rounds=3)
     loss_rows = time_loss([8, 32], num_classes=10, device="cpu", repeats=2)
     path = results / PROFILE / "artifacts" / "efficiency.json"
     path.parent.mkdir(parents=True)
@@ -283,6 +290,8 @@ def test_efficiency_section_has_named_columns_units_and_one_precision_each(study
         assert raw not in text
     assert "activations saved for backward (MiB)" in text and "MB)" not in text
     assert "resnet8 → resnet8" in text and "random inputs with 10 classes" in text
+    assert "interleaved: 3 rounds, each timing 2 iterations of every method" in text
+    assert ("time vs KD" in text) != ("NOISY MEASUREMENT" in text)
     # one precision per column: every number of a column has the same decimals
     for table in re.findall(r"<table.*?</table>", html, flags=re.S):
         body = re.findall(r"<tr>(.*?)</tr>", table, flags=re.S)

@@ -13,7 +13,7 @@ the same artifact data the report reads, so the two never differ.
 import warnings
 
 from ckd_lib.analysis.correlation import class_mean_logits, correlation_difference
-from ckd_lib.analysis.efficiency import time_loss, time_training_step
+from ckd_lib.analysis.efficiency import time_loss, time_methods, time_training_step
 from ckd_lib.analysis.embedding import stratified_sample, tsne_embedding
 from ckd_lib.analysis.outputs import collect_outputs
 
@@ -26,6 +26,7 @@ __all__ = [
     "correlation_difference",
     "stratified_sample",
     "time_loss",
+    "time_methods",
     "time_training_step",
     "tsne_embedding",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from html import escape
 from pathlib import Path
 
@@ -63,6 +64,20 @@ def artifact_caption(study: Study, path: Path, what: str = "") -> str:
     links = " and ".join(artifact_link(study, p) for p in files) or artifact_link(study, path)
     lead = f"{escape(what)} " if what else ""
     return f'<div class="ckd-note">{lead}From {links} (written by the study\'s notebooks).</div>'
+
+
+def artifact_commands_html(study: Study, group: str) -> str:
+    """The commands that make an artifact's section (its notebook, on this profile)."""
+    from ckd_lib.report.html import commands_html
+    from ckd_lib.report.provenance import commands_for
+    from ckd_lib.study.profiles import results_command_form
+
+    notebook = ARTIFACT_NOTEBOOKS.get(group)
+    if notebook is None:
+        return ""
+    profile = results_command_form(study.profile, study.results_dir)
+    return commands_html({"commands": commands_for(profile, [notebook])[1:],
+                          "notebooks": [notebook], "how": notebook})
 
 
 def missing_artifact_note(study: Study, what: str) -> str:
@@ -173,24 +188,41 @@ def efficiency_html(study: Study, path: Path) -> str:
     threads = _one(rows, "threads")
     device = _one(rows, "device") or "several devices"
     pair = artifact_pair(study, data)
+    rounds = _one(rows, "rounds")
+    how = (f"interleaved: {rounds} rounds, each timing {_one(rows, 'steps') or '?'} iterations "
+           "of every method in a rotated order" if rounds else
+           f"{_one(rows, 'steps') or '?'} iterations per method, one method after another "
+           "(measured before interleaving: a busy moment can favour one method)")
     setting = (f"Measured by notebook 50 on <b>{escape(str(device))}</b>"
                + (f" ({threads} threads)" if threads else "")
                + (f" for the pair <b>{escape(pair)}</b>" if pair else "")
-               + f": {_one(rows, 'steps') or '?'} timed iterations per method after a warm-up, "
-               f"batch {_one(rows, 'batch_size') or '?'}, on random inputs with "
-               f"{_one(rows, 'num_classes') or '?'} classes (no images of the profile's dataset: "
-               "only the methods differ). Time: median, mean and fastest of the timed "
-               "iterations; memory: the activations autograd keeps for the backward pass "
-               "(parameters excluded), and the peak allocated where the device reports it.")
-    kd = next((r["ms_per_iter"] for r in rows if r["method"] == "KD"), None)
+               + f", {how}, after a warm-up, batch {_one(rows, 'batch_size') or '?'}, on random "
+               f"inputs with {_one(rows, 'num_classes') or '?'} classes (no images of the "
+               "profile's dataset: only the methods differ). Time: median of every timed "
+               "iteration, and the fastest and slowest round's median (the spread); ratio to KD: "
+               "median of the per-round ratios; memory: the activations autograd keeps for the "
+               "backward pass (parameters excluded), and the peak allocated where the device "
+               "reports it.")
+    from ckd_lib.analysis.efficiency import cost_ratios, ordering_problem
+
+    noisy = rows[0].get("noisy")
+    if noisy is None:
+        noisy = ordering_problem(rows)
     columns = [("method", [method_name_html(r["method"]) for r in rows])]
-    ms = [[r.get(k) for r in rows] for k in ("ms_per_iter", "ms_per_iter_mean", "ms_per_iter_min")]
-    digits = decimals_for([v for col in ms for v in col])
+    low = [r.get("ms_per_iter_min") for r in rows]
+    high = [r.get("ms_per_iter_max") for r in rows]
+    ms = [[r.get("ms_per_iter") for r in rows], low, high]
+    digits = decimals_for([v for col in ms for v in col if v is not None])
     columns += [(name, format_column(values, digits)) for name, values in
-                zip(("time / iteration, median (ms)", "mean (ms)", "fastest (ms)"), ms,
-                    strict=True)]
-    if kd:
-        columns.append(("time vs KD (×)", format_column([r["ms_per_iter"] / kd for r in rows], 2)))
+                zip(("time / iteration, median (ms)", "fastest round (ms)",
+                     "slowest round (ms)"), ms, strict=True)]
+    if any(r["method"] == "KD" for r in rows) and not noisy:
+        ratios = []
+        for r in rows:
+            found = cost_ratios(data, r["method"], "KD")
+            ratios.append(statistics.median(found["time_per_round"])
+                          if found and found["time_per_round"] else None)
+        columns.append(("time vs KD (×, median of rounds)", format_column(ratios, 2)))
     mib = [[r.get("saved_activations_mb") for r in rows], [r.get("peak_memory_mb") for r in rows]]
     digits = decimals_for([v for col in mib for v in col if v is not None])
     columns.append(("activations saved for backward (MiB)", format_column(mib[0], digits)))
@@ -198,7 +230,11 @@ def efficiency_html(study: Study, path: Path) -> str:
         columns.append(("peak memory (MiB)", format_column(mib[1], digits)))
     columns.append(("trainable parameters", format_column(
         [r.get("trainable_parameters") for r in rows])))
-    html = [f'<div class="ckd-note">{setting}</div>', columns_table(columns, html_first=True)]
+    html = [f'<div class="ckd-note">{setting}</div>']
+    if noisy:
+        html.append(f'<div class="ckd-note ckd-warn">NOISY MEASUREMENT — no ratio is printed: '
+                    f"{escape(noisy)}.</div>")
+    html.append(columns_table(columns, html_first=True))
     loss_rows = data.get("loss_rows") or []
     if loss_rows:
         html.append(loss_table_html(loss_rows))

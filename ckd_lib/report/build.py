@@ -20,7 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from ckd_lib import results
+from ckd_lib.report.claims import ClaimContext, Evidence, evaluate, verdict_counts
 from ckd_lib.report.collect import Study, load_study
+from ckd_lib.report.compute import ComputeRow, compute_used
 from ckd_lib.report.index import write_index, write_meta
 from ckd_lib.report.literature import SourceIndex
 from ckd_lib.report.provenance import (
@@ -29,6 +31,7 @@ from ckd_lib.report.provenance import (
     collect_provenance,
     table_commands,
 )
+from ckd_lib.report.reproduction import Summary, summarise
 from ckd_lib.report.tables import ReportTables, build_tables, summary_frame
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
@@ -54,6 +57,9 @@ class Report:
     provenance: Provenance
     commands: dict[str, dict]
     sources: SourceIndex
+    claims: list[Evidence]
+    compute: list[ComputeRow]
+    reproduction: Summary
 
     @property
     def profile(self) -> str:
@@ -63,20 +69,57 @@ class Report:
         return summary_frame(self.tables, {k: " or ".join(v["commands"])
                                            for k, v in self.commands.items()})
 
+    def claims_frame(self) -> pd.DataFrame:
+        """One row per comparison of every claim (a claim without runs: one row saying so)."""
+        rows = []
+        for e in self.claims:
+            for c in e.comparisons or [None]:
+                diff = c.diff if c is not None else None
+                rows.append({
+                    "claim": e.claim.key, "statement": e.claim.statement,
+                    "claim_verdict": e.verdict.verdict, "claim_reason": e.verdict.reason,
+                    "comparison": c.label if c else "", "budget": c.budget if c else "",
+                    "unit": c.unit if c else "",
+                    "mean": round(diff.mean, 4) if diff is not None and diff.n else "",
+                    "ci95_low": round(diff.low, 4) if diff is not None and diff.has_interval
+                    else "",
+                    "ci95_high": round(diff.high, 4) if diff is not None and diff.has_interval
+                    else "",
+                    "n": diff.n if diff is not None else 0,
+                    "seeds": " ".join(map(str, diff.seeds)) if diff is not None else "",
+                    "verdict": c.verdict.verdict if c else e.verdict.verdict,
+                    "reason": c.verdict.reason if c else e.verdict.reason,
+                    "run_ids": " ".join(c.run_ids) if c else ""})
+        return pd.DataFrame(rows)
+
     def write_summary(self, path: str | Path | None = None) -> Path:
-        """results/<profile>/summary.csv (one row per table cell), written atomically."""
+        """results/<profile>/summary.csv (one row per table cell) and claims.csv beside it (one
+        row per comparison of each claim), written atomically."""
         path = Path(path) if path else self.study.results_dir / self.profile / "summary.csv"
         results.atomic_write_bytes(path, self.summary().to_csv(index=False).encode())
+        results.atomic_write_bytes(path.with_name("claims.csv"),
+                                   self.claims_frame().to_csv(index=False).encode())
         return path
 
 
 def prepare(profile: str = "demo", results_dir: str | Path = "results",
             paper_numbers_csv: str | Path | None = None) -> Report:
     """Read the records of `profile` and compute the tables, provenance and commands."""
+    from ckd_lib.report.artifacts import artifact_files, read_artifact
+    from ckd_lib.report.detection import detection_frame
+
     study = load_study(profile, results_dir, paper_numbers_csv=paper_numbers_csv)
     tables = build_tables(study)
+    efficiency = [read_artifact(p) for p in artifact_files(study, "efficiency", ".json")]
+    efficiency = [e for e in efficiency if isinstance(e, dict) and isinstance(e.get("rows"), list)]
+    context = ClaimContext(study, tables, efficiency[0] if efficiency else None,
+                           detection_frame(results_dir, profile))
+    claims = evaluate(context)
+    compute = compute_used(study, tables)
     return Report(study=study, tables=tables, provenance=collect_provenance(study),
-                  commands=table_commands(study, tables.all()), sources=SourceIndex())
+                  commands=table_commands(study, tables.all()), sources=SourceIndex(),
+                  claims=claims, compute=compute,
+                  reproduction=summarise(study, tables, claims, compute))
 
 
 def build_html(executed_notebook: str | Path, out_html: str | Path, *, title: str | None = None,
@@ -142,7 +185,10 @@ def publish(profile: str, results_dir: str | Path, executed: str | Path | None =
     render_executed(executed.parent)
     data = prepare(profile, results_dir, paper_numbers_csv)
     data.write_summary()
-    write_meta(profile_dir, *headline(data.study))
+    line, runs, detection_runs = headline(data.study)
+    counts = verdict_counts(data.claims)
+    line += " — claims: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    write_meta(profile_dir, line, runs, detection_runs)
     write_index(results_dir)
     return report
 

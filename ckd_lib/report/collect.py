@@ -83,10 +83,28 @@ def section_of_label(label: str) -> str:
 
 
 def iterations_of(record: dict) -> int:
-    """Optimizer steps the run took: per epoch, training images over the batch size (rounded up)."""
+    """Optimizer steps the run took: per epoch, training images over the batch size (rounded up).
+    With the images it saw (:func:`images_of`), this is a run's budget: epochs alone hide a
+    batch size that differs (CKD's batch-32 recipes take twice the steps of a batch-64 one)."""
     batch = max(int(record["config"].get("batch_size") or 1), 1)
     return sum(math.ceil(int(h.get("train_images") or 0) / batch)
                for h in record.get("history", []))
+
+
+def images_of(record: dict) -> int:
+    """Training images the run saw, summed over its epochs (each image once per epoch)."""
+    return sum(int(h.get("train_images") or 0) for h in record.get("history", []))
+
+
+def device_seconds(record: dict) -> float | None:
+    """Device-seconds this run used: its group's wall time times the devices it ran on, shared
+    equally among the students trained together (they shared every step)."""
+    wall = record.get("wall_seconds")
+    if not wall:
+        return None
+    devices = int((record.get("distributed") or {}).get("world_size") or 1)
+    group = max(len(record.get("group") or [record["run_id"]]), 1)
+    return float(wall) * devices / group
 
 
 def teacher_identity(record: dict) -> str | None:
@@ -179,6 +197,8 @@ def build_frame(records: list[dict], link_base: str | Path) -> pd.DataFrame:
         teacher_info = r.get("teacher") or {}
         iterations = iterations_of(r)
         train_seconds = r.get("train_seconds")
+        prov = r.get("provenance") or {}
+        dist = r.get("distributed") or {}
         path = r.get("_path") or ""
         try:
             written = datetime.fromtimestamp(Path(path).stat().st_mtime, tz=timezone.utc)
@@ -204,7 +224,12 @@ def build_frame(records: list[dict], link_base: str | Path) -> pd.DataFrame:
             "teacher_identity": teacher_identity(r),
             "teacher_top1": teacher_info.get("test_top1"),
             "teacher_stored_accuracy": teacher_info.get("stored_accuracy"),
-            "train_seconds": train_seconds, "iterations": iterations,
+            "train_seconds": train_seconds, "iterations": iterations, "images": images_of(r),
+            "device_seconds": device_seconds(r), "device_type": prov.get("device_type"),
+            "device_name": prov.get("device_name"),
+            "device_count": int(dist.get("world_size") or 1),
+            "per_device_batch": dist.get("per_device_batch") or cfg.get("batch_size"),
+            "negatives_scope": dist.get("negatives_scope"),
             "seconds_per_iteration": (train_seconds / iterations
                                       if train_seconds and iterations else None),
             "group_size": len(r.get("group") or [r["run_id"]]),
@@ -226,7 +251,9 @@ FRAME_COLUMNS = (
     "loss_overrides", "best_top1", "best_epoch", "last_top1", "last_top5", "last_epoch",
     "teacher_checkpoint",
     "teacher_sha256", "teacher_identity", "teacher_top1", "teacher_stored_accuracy",
-    "train_seconds", "iterations", "seconds_per_iteration", "group_size", "images_per_second",
+    "train_seconds", "iterations", "images", "device_seconds", "device_type", "device_name",
+    "device_count", "per_device_batch", "negatives_scope", "seconds_per_iteration", "group_size",
+    "images_per_second",
     "path", "link", "written")
 
 

@@ -21,9 +21,6 @@ from ckd_lib.report.collect import Study, pretty_dataset
 from ckd_lib.report.palette import method_color, method_rank, pair_label, sort_methods
 from ckd_lib.report.tables import PairRow, ReportTables, equal_budget_deltas
 
-# hatches of the bars at equal budget, one per budget (solid: each method at its own budget)
-HATCHES = ("///", "xxx", "...", "\\\\\\", "++")
-
 
 def _style():
     try:  # seaborn only styles the figures; they draw without it
@@ -68,37 +65,36 @@ def _method_handles(methods) -> list[Patch]:
 
 
 # -- gain over KD ----------------------------------------------------------------------------------
-def gain_bars(tables: ReportTables, metric: str = "best") -> pd.DataFrame:
-    """Each method's mean top-1 minus KD's, per pair of the main tables: as the table compares
-    them (each method at its own budget), and at each equal budget the matched-budget runs hold.
-    err: sqrt(sd_m² + sd_KD²), where both have 2+ seeds."""
+def gain_bars(tables: ReportTables, metric: str = "last") -> pd.DataFrame:
+    """Each method's seed-paired difference to KD per pair of the main tables, with its 95 %
+    interval: at each equal budget (optimizer steps and images) the matched-budget runs hold,
+    and as the main table compares them (each at its own recipe; ``matched`` False, and
+    ``equal`` says whether that happened to be an equal budget)."""
     bars = []
     for table in tables.main:
         for row in table.rows:
-            kd = row.cells.get("KD")
-            if kd is None or not getattr(kd, metric).n:
-                continue
             for method, cell in row.cells.items():
-                if method in ("teacher", "CE", "KD") or not getattr(cell, metric).n:
+                if method in ("teacher", "CE", "KD") or "KD" not in cell.deltas:
                     continue
-                ours, ref = getattr(cell, metric), getattr(kd, metric)
-                err = math.hypot(ours.std, ref.std) if ours.n > 1 and ref.n > 1 else math.nan
+                d = cell.deltas["KD"]
+                diff = d.get(metric)
                 common = {"pair": row.pair, "dataset": row.dataset, "method": method}
-                bars.append({**common, "gain": ours.mean - ref.mean, "err": err,
-                             "n": f"{ours.n}/{ref.n}", "budget": cell.budget,
-                             "kd_budget": kd.budget, "matched": False})
-                for budget, d in equal_budget_deltas(row, method, "KD"):
-                    bars.append({**common, "gain": d[metric], "err": d.get(f"{metric}_err",
-                                                                         math.nan),
-                                 "n": "", "budget": budget, "kd_budget": budget,
-                                 "matched": True})
+                bars.append({**common, "gain": diff.mean, "err": diff.half_width,
+                             "n": diff.n, "budget": cell.budget.text(),
+                             "kd_budget": row.cells["KD"].budget.text(), "matched": False,
+                             "equal": bool(d.equal_budget), "where": "own recipes"})
+                for budget, md in equal_budget_deltas(row, method, "KD"):
+                    diff = md.get(metric)
+                    bars.append({**common, "gain": diff.mean, "err": diff.half_width,
+                                 "n": diff.n, "budget": budget.text(), "kd_budget": budget.text(),
+                                 "matched": True, "equal": True,
+                                 "where": budget.parts()[2]})
     return pd.DataFrame(bars)
 
 
 def _budgets_text(data: pd.DataFrame) -> str:
-    """"CKD at 4 ep cosine, DKD at 2 ep step; KD at 2 ep step": the budgets of the bars as the
-    main tables compare them, from the records' configurations ("all at 2 ep cosine" when
-    they are one)."""
+    """"CKD at 4 ep cosine ..., DKD at ...; KD at ...": the budgets of the bars as the main
+    tables compare them ("all at ..." when they are one)."""
     own = data[~data["matched"]]
     budgets = set(own["budget"]) | set(own["kd_budget"])
     if len(budgets) == 1:
@@ -111,57 +107,62 @@ def _budgets_text(data: pd.DataFrame) -> str:
     return ", ".join(parts) + f"; KD at {' or '.join(kd)}"
 
 
-def gain_over_kd(tables: ReportTables, metric: str = "best"):
-    """Bars of each method's gain over KD per pair. Solid: as the main table compares them, each
-    at its own budget (the title says which); hatched: both at the same budget, from the
-    matched-budget runs. Error bars need 2+ seeds on both sides."""
+def gain_over_kd(tables: ReportTables, metric: str = "last"):
+    """Bars of each method's seed-paired gain over KD per pair, with 95 % interval whiskers.
+    Solid: both at an equal budget in optimizer steps and images (matched-budget runs, or own
+    recipes that happen to be equal). Faded and hatched: each at its own recipe with unequal
+    budgets, as the main table's Δ column; the title says so."""
     data = gain_bars(tables, metric)
     if data.empty:
         return None
     _style()
     pairs = list(dict.fromkeys(data["pair"]))
-    # within a pair: methods in their order, each first as in the table, then its matched bars
-    data["slot"] = [(method_rank(m), b if mt else "") for m, b, mt in
-                    zip(data["method"], data["budget"], data["matched"], strict=True)]
+    data["slot"] = [(method_rank(m), not eq, b) for m, b, eq in
+                    zip(data["method"], data["budget"], data["equal"], strict=True)]
     data = data.sort_values("slot", kind="stable")
-    matched_budgets = sorted(set(data[data["matched"]]["budget"]))
-    hatch = {b: HATCHES[i % len(HATCHES)] for i, b in enumerate(matched_budgets)}
+    unequal = data[~data["equal"]]
     most = int(data.groupby("pair").size().max())
     width = 0.8 / most
-    fig, ax = plt.subplots(figsize=(max(6.5, 0.9 * len(pairs) * most + 2.5), 5.2),
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.9 * len(pairs) * most + 2.5), 5.4),
                            layout="constrained")
     x = np.arange(len(pairs))
+    tops = []
     for centre, pair in zip(x, pairs, strict=True):
         bars = data[data["pair"] == pair]
         offsets = centre + (np.arange(len(bars)) - (len(bars) - 1) / 2) * width
         for offset, bar in zip(offsets, bars.itertuples(), strict=True):
-            ax.bar(offset, bar.gain, width, color=method_color(bar.method),
-                   alpha=0.55 if bar.matched else 1, hatch=hatch.get(bar.budget) if bar.matched
-                   else None, edgecolor="0.2" if bar.matched else method_color(bar.method))
-            if not math.isnan(bar.err):  # 2+ seeds on each side
+            colour = method_color(bar.method)
+            ax.bar(offset, bar.gain, width, color=colour, alpha=1 if bar.equal else 0.35,
+                   hatch=None if bar.equal else "///", edgecolor=colour if bar.equal else "0.3")
+            end = bar.gain
+            if math.isfinite(bar.err):  # an interval needs 2+ common seeds
                 ax.errorbar(offset, bar.gain, yerr=bar.err, fmt="none", ecolor="black",
                             elinewidth=1, capsize=3)
-            ax.annotate(f"{bar.gain:+.2f}", (offset, bar.gain),
-                        xytext=(0, 3 if bar.gain >= 0 else -10), textcoords="offset points",
-                        ha="center", fontsize=7)
+                end = bar.gain + (bar.err if bar.gain >= 0 else -bar.err)
+            tops.append(end)
+            # the value sits beyond the whisker's cap, never on it
+            ax.annotate(f"{bar.gain:+.2f}\nn={bar.n}\n{bar.where}", (offset, end),
+                        xytext=(0, 4 if bar.gain >= 0 else -4), textcoords="offset points",
+                        ha="center", va="bottom" if bar.gain >= 0 else "top", fontsize=7)
     ax.axhline(0, color="black", lw=0.8)
-    ax.margins(y=0.15)
-    seeds = {}
-    for r in data[~data["matched"]].itertuples():
-        seeds.setdefault(r.pair, []).append(f"{r.method} {r.n}")
-    ticks = [f"{p}\nseeds (method/KD): " + ", ".join(seeds.get(p, [])) for p in pairs]
-    ax.set_xticks(x, ticks, fontsize=8)
-    ax.set_ylabel(f"{metric}-epoch top-1 − KD (points)")
+    low, high = min(tops + [0.0]), max(tops + [0.0])
+    pad = 0.25 * max(high - low, 1e-6)
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_xticks(x, pairs, fontsize=8)
+    ax.set_ylabel(f"{metric}-epoch top-1 − KD (points), seed-paired")
     datasets = sorted({pretty_dataset(d) for d in data["dataset"]})
-    ax.set_title(f"Gain over KD per pair, {', '.join(datasets)} ({metric}-epoch top-1, mean over "
-                 f"seeds)\nas in the main table: {_budgets_text(data)}"
-                 + ("\nhatched: method and KD at one budget (matched-budget runs)"
-                    if matched_budgets else ""), fontsize=9.5)
+    title = (f"Gain over KD per pair, {', '.join(datasets)} ({metric}-epoch top-1; whiskers: "
+             "95 % t interval over the common seeds)\nsolid: method and KD at an EQUAL budget "
+             "(optimizer steps and images)")
+    if not unequal.empty:
+        title += f"\nhatched: UNEQUAL budgets, each at its own recipe ({_budgets_text(data)})"
+    ax.set_title(title, fontsize=9)
     handles = _method_handles(data["method"])
-    handles += [Patch(facecolor="white", edgecolor="0.2", hatch=hatch[b],
-                      label=f"method and KD both at {b} (matched budget)")
-                for b in matched_budgets]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4),
+    handles.append(Patch(facecolor="0.5", edgecolor="0.5", label="equal budget"))
+    if not unequal.empty:
+        handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="///", alpha=0.6,
+                             label="unequal budgets (own recipes)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5),
                fontsize=8)
     return fig
 
@@ -344,8 +345,18 @@ def efficiency_figure(data: dict):
                              layout="constrained")
     methods = [r["method"] for r in rows]
     colors = [method_color(m) for m in methods]
-    axes[0].bar(methods, [r["ms_per_iter"] for r in rows], color=colors)
-    axes[0].set(ylabel="ms per iteration (median)", title="time per training iteration")
+    medians = [r["ms_per_iter"] for r in rows]
+    axes[0].bar(methods, medians, color=colors)
+    if all(r.get("ms_per_iter_min") is not None and r.get("ms_per_iter_max") is not None
+           for r in rows):  # the spread over the interleaved rounds
+        spread = [[m - r["ms_per_iter_min"] for m, r in zip(medians, rows, strict=True)],
+                  [r["ms_per_iter_max"] - m for m, r in zip(medians, rows, strict=True)]]
+        axes[0].errorbar(methods, medians, yerr=np.clip(spread, 0, None), fmt="none",
+                         ecolor="black", elinewidth=1, capsize=3)
+    noisy = rows[0].get("noisy")
+    axes[0].set(ylabel="ms per iteration (median)\nwhiskers: fastest–slowest round",
+                title="time per training iteration" + ("\nNOISY: ordering cannot be true"
+                                                       if noisy else ""))
     peak = all(r.get("peak_memory_mb") is not None for r in rows)
     memory = [r["peak_memory_mb"] if peak else r["saved_activations_mb"] for r in rows]
     axes[1].bar(methods, memory, color=colors)
@@ -414,14 +425,18 @@ def tsne_figure(data: dict):
 
 
 def correlation_figure(data: dict):
-    """|class-mean logits of the student − the teacher's| per student, on one colour scale."""
+    """|class-correlation of the student − the teacher's| per student, on one colour scale that
+    reaches the largest value drawn (mdistiller's fixed scale, ``max_diff``, is kept when no
+    value exceeds it; otherwise the colour bar says it was widened rather than clip)."""
     students = data.get("students") or {}
     if not students:
         return None
     _style()
     names = sort_methods(students)
-    vmax = data.get("max_diff") or max(float(np.max(students[n]["matrix"])) for n in names)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names) + 1, 3.6), squeeze=False,
+    observed = max(float(np.max(students[n]["matrix"])) for n in names)
+    fixed = data.get("max_diff")
+    vmax = max(fixed or 0.0, observed)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names) + 1.2, 3.9), squeeze=False,
                              layout="constrained")
     image = None
     for ax, name in zip(axes.flat, names, strict=True):
@@ -431,12 +446,16 @@ def correlation_figure(data: dict):
         ax.set_title(f"{name}\nmean {entry['mean']:.3f}, max {entry['max']:.3f}", fontsize=9,
                      color=method_color(name))
         ax.grid(False)
-        if len(matrix) <= 20:
-            ax.set_xticks(range(len(matrix)))
-            ax.set_yticks(range(len(matrix)))
-            ax.tick_params(labelsize=6)
-        else:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.colorbar(image, ax=list(axes.flat), shrink=0.85, label="|student − teacher|")
+        step = 1 if len(matrix) <= 10 else 2 if len(matrix) <= 20 else \
+            int(math.ceil(len(matrix) / 5 / 10.0)) * 10
+        ticks = list(range(0, len(matrix), step))
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+        ax.tick_params(labelsize=8)
+        ax.set_xlabel("class", fontsize=9)
+        ax.set_ylabel("class", fontsize=9)
+    label = "|student − teacher| class correlation"
+    if fixed and observed > fixed:
+        label += f"\n(scale widened to {vmax:.2g}: values exceed {fixed:g})"
+    fig.colorbar(image, ax=list(axes.flat), shrink=0.85, label=label)
     return fig

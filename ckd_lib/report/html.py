@@ -15,8 +15,9 @@ from ckd_lib.report.collect import SETTINGS_SEPARATOR, Study, pretty_dataset
 from ckd_lib.report.literature import PublishedNumber, SourceIndex, literature_for_pair
 from ckd_lib.report.palette import method_color, pair_label
 from ckd_lib.report.provenance import Provenance
+from ckd_lib.report.stats import Interval
 from ckd_lib.report.style import CSS
-from ckd_lib.report.tables import Cell, PairRow, Table, equal_budget_deltas
+from ckd_lib.report.tables import Cell, Delta, PairRow, Table, equal_budget_deltas
 
 __all__ = ["CSS", "ablations_html", "banner", "banner_html", "cell_html", "delta_html",
            "literature_html", "overview_html", "pair_table_html", "provenance_html",
@@ -53,17 +54,18 @@ def method_name_html(method: str) -> str:
             + (f" {escape(rest)}" if rest else ""))
 
 
-def _delta_span(value: float | None, err: float | None = None) -> str:
-    if value is None or math.isnan(value):
+def _delta_span(diff: Interval | None, colour: bool = True) -> str:
+    """A difference with its 95 % interval; coloured only when the interval excludes 0 and
+    ``colour`` (the caller says whether the two sides trained at an equal budget)."""
+    if diff is None or not diff.n:
         return '<span class="ckd-empty">–</span>'
-    cls = "ckd-pos" if value > 0 else "ckd-neg" if value < 0 else ""
-    text = _num(value, sign=True)
-    if err is not None and not math.isnan(err):
-        text += f" ± {err:.2f}"
-    return f'<span class="ckd-n {cls}">{escape(text)}</span>'
+    cls = ""
+    if colour and diff.excludes_zero:
+        cls = "ckd-pos" if diff.mean > 0 else "ckd-neg"
+    return f'<span class="ckd-n {cls}">{escape(diff.text())}</span>'
 
 
-def _links(rids, links) -> str:
+def links_html(rids, links) -> str:
     out = []
     for rid, link in zip(rids, links, strict=True):
         short = "-".join(rid.split("-")[-2:])
@@ -75,9 +77,9 @@ def _links(rids, links) -> str:
 def _run_links(cell: Cell) -> str:
     if cell.runs.empty:
         return ""
-    html = '<div class="ckd-r">runs: ' + _links(cell.run_ids, cell.links) + "</div>"
+    html = '<div class="ckd-r">runs: ' + links_html(cell.run_ids, cell.links) + "</div>"
     if not cell.duplicates.empty:
-        html += ('<div class="ckd-r">not counted: ' + _links(cell.duplicates["run_id"],
+        html += ('<div class="ckd-r">not counted: ' + links_html(cell.duplicates["run_id"],
                                                              cell.duplicates["link"]) + "</div>")
     return html
 
@@ -86,32 +88,53 @@ def _short_basis(basis: str) -> str:
     return {"best epoch": "best", "last epoch": "last"}.get(basis, "basis?")
 
 
+def _tier_html(cell: Cell, published: PublishedNumber) -> str:
+    found = cell.tier(published)
+    if found is None:
+        return ""
+    cls = {"reproduced": "ckd-pos", "differs": "ckd-neg"}.get(found.label, "ckd-ns")
+    return (f' <span class="ckd-tier {cls}" title="ours − published {found.delta:+.2f}, '
+            f'tolerance {found.tolerance:.2f}">{found.symbol}</span>')
+
+
 def _published(cell: Cell, sources: SourceIndex, paper: bool = True) -> str:
     parts = []
     if cell.literature:
         items = [f"{num_html(f'{p.top1:.2f}')} <i>({_short_basis(p.basis)})</i>"
-                 f"<sup>[{sources.ref(p.source)}]</sup>" for p in cell.literature]
+                 f"<sup>[{sources.ref(p.source)}]</sup>{_tier_html(cell, p)}"
+                 for p in cell.literature]
         parts.append('<div class="ckd-lit">lit.: ' + ", ".join(items) + "</div>")
     if paper:
         if isinstance(cell.paper, PublishedNumber):
             ref = sources.ref(f"CKD paper (user-supplied paper_numbers.csv): {cell.paper.source}")
             parts.append(f'<div class="ckd-paper">paper: {cell.paper.top1:.2f}<sup>[{ref}]</sup>'
-                         "</div>")
+                         f"{_tier_html(cell, cell.paper)}</div>")
         else:
             parts.append(f'<div class="ckd-paper ckd-ns">paper: {escape(str(cell.paper))}</div>')
     return "".join(parts)
 
 
+def _per_seed(cell: Cell) -> str:
+    """Every seed's best/last top-1, so a reader sees the spread behind a mean."""
+    best, last = cell.per_seed("best"), cell.per_seed("last")
+    if not best:
+        return ""
+    items = " · ".join(num_html(f"s{s} {best[s]:.1f}/{last[s]:.1f}") for s in sorted(best))
+    return f'<div class="ckd-s">per seed best/last: {items}</div>'
+
+
 def _stats_lines(cell: Cell, budget: bool = True) -> str:
-    """Best-epoch mean ± std (bold), last-epoch and top-5, n, the best epochs and (unless the
-    table says it elsewhere) the budget the runs trained."""
+    """Best-epoch mean ± sd (bold; selected on the test set), last-epoch mean ± sd (unbiased)
+    and n, each seed's values, top-5, the best epochs and (unless the table says it elsewhere)
+    the budget: schedule, batch, optimizer steps and images."""
     best, last = cell.best, cell.last
     epochs = f"best at ep {escape('/'.join(str(e) for e in cell.best_epochs))}"
-    trained = (f'<div class="ckd-s">{epochs} · trained {num_html(cell.budget)}</div>' if budget
-               else "")
-    return (f'<div class="ckd-v">{num_html(best.text())}</div>'
-            f'<div class="ckd-s">{num_html("last " + last.text())} · n={best.n}'
-            f'{"" if budget else " · " + epochs}</div>'
+    pieces = " · ".join(num_html(p) for p in cell.budget.parts())
+    trained = (f'<div class="ckd-s">{epochs} · {pieces}</div>' if budget
+               else f'<div class="ckd-s">{epochs}</div>')
+    return (f'<div class="ckd-v">{num_html("best " + best.text())}</div>'
+            f'<div class="ckd-s">{num_html("last " + last.text())} · n={best.n}</div>'
+            f"{_per_seed(cell)}"
             f'<div class="ckd-s">top-5 {num_html("last " + cell.top5.text())}</div>{trained}')
 
 
@@ -139,24 +162,35 @@ def teacher_cell_html(cell: Cell, sources: SourceIndex) -> str:
     return "<td>" + "".join(parts) + "</td>"
 
 
+def _delta_lines(d: Delta) -> str:
+    """Last-epoch difference (bold: the unbiased one), best-epoch below, coloured only at an
+    equal budget with an interval that excludes 0."""
+    equal = d.equal_budget is not False
+    return (f'<div class="ckd-v">last {_delta_span(d.last, equal)}</div>'
+            f'<div class="ckd-s">best {_delta_span(d.best, equal)}</div>')
+
+
 def delta_html(row: PairRow, method: str, ref: str) -> str:
-    """The difference of `method` to `ref` in one row; where the two were trained at different
-    budgets, the budgets beside it and the difference at equal budget where the matched-budget
-    runs hold one."""
+    """The difference of `method` to `ref` in one row, seed-paired with its 95 % interval. Where
+    the two trained at different budgets (optimizer steps and images), the cell says so first
+    and leads with the difference at an equal budget where the matched-budget runs hold one."""
     cell = row.cells.get(method)
     if cell is None or ref not in cell.deltas:
         return '<td class="ckd-empty">–</td>'
     d = cell.deltas[ref]
-    html = (f'<div class="ckd-v">{_delta_span(d.get("best"), d.get("best_err"))}</div>'
-            f'<div class="ckd-s">last {_delta_span(d.get("last"), d.get("last_err"))}</div>')
-    other = row.cells.get(ref)
-    if ref != "teacher" and other is not None and other.budget != cell.budget:
-        html += (f'<div class="ckd-b">{escape(method)} {num_html(cell.budget)} vs '
-                 f"{escape(ref)} {num_html(other.budget)}</div>")
-        matched = [f'{_delta_span(md.get("best"))} {num_html(f"({budget})")}'
-                   for budget, md in equal_budget_deltas(row, method, ref)]
-        html += (f'<div class="ckd-s">at equal budget: {", ".join(matched)}</div>' if matched
-                 else '<div class="ckd-s ckd-ns">no runs at equal budget</div>')
+    if d.equal_budget is not False:
+        words = f'<div class="ckd-s">{escape(d.words)}</div>' if d.words else ""
+        return f"<td>{_delta_lines(d)}{words}</td>"
+    html = f'<div class="ckd-b ckd-warn">{escape(d.words)}</div>'
+    matched = equal_budget_deltas(row, method, ref)
+    for budget, md in matched:
+        html += (f'<div class="ckd-s">at equal budget ({num_html(budget.steps_text())}, '
+                 f"{escape(budget.schedule_text)} bs {budget.batch_size}):</div>"
+                 + _delta_lines(md))
+    if not matched:
+        html += '<div class="ckd-s ckd-ns">no runs at an equal budget</div>'
+    html += (f'<div class="ckd-b">each at its own recipe (uncoloured):</div>'
+             f"{_delta_lines(d)}")
     return f"<td>{html}</td>"
 
 
@@ -191,26 +225,36 @@ def pair_table_html(table: Table, sources: SourceIndex, command: dict | None = N
     head = "<th>pair</th>" + ("<th>budget</th>" if budget_column else "")
     head += "".join(f"<th>{method_name_html(c)}</th>" for c in cols)
     refs = [r for r in ("teacher", "CE", "KD") if r in cols]
-    head += "".join(f"<th>Δ CKD − {escape(r)}</th>" for r in refs)
+    head += "".join(f"<th>Δ CKD − {escape(r)}{'' if budget_column else ' (budgets: see cell)'}"
+                    "</th>" for r in refs)
     body = []
     for row in table.rows:
         assert isinstance(row, PairRow)
         tds = [f'<td class="ckd-pair">{pair_html(row.teacher, row.student)}</td>']
         if budget_column:
-            tds.append(f'<td class="ckd-s">{num_html(row.budget)}</td>')
+            tds.append(f'<td class="ckd-s">{num_html(row.budget.steps_text())}</td>')
         tds += [cell_html(row.cells.get(c), sources) for c in cols]
         tds += [delta_html(row, "CKD", r) for r in refs]
         body.append("<tr>" + "".join(tds) + "</tr>")
     notes = "".join(f'<div class="ckd-note">{escape(n)}</div>' for n in table.notes)
     return (f'<h{level} class="ckd-h">{escape(table.title)}</h{level}>'
-            f'<div class="ckd-note">{escape(table.description)} Each cell: best-epoch top-1 '
-            "mean ± std over seeds (bold), last-epoch mean ± std and n, the best epochs and the "
-            "budget (epochs and schedule), the runs (links to their records), the published "
-            "numbers (lit.) and the CKD paper's own number. A Δ between cells trained at "
-            "different budgets says so, and gives the difference at equal budget where the "
-            "matched-budget runs hold one.</div>"
+            f'<div class="ckd-note">{escape(table.description)} {CELL_CAPTION}</div>'
             + table_html(head, "".join(body))
             + f"{notes}{sources_html(sources, start)}{commands_html(command)}")
+
+
+CELL_CAPTION = (
+    "Each cell: <b>best</b> = mean ± sd over seeds of each run's highest test top-1 over its "
+    "epochs — selected on the test set, so it flatters (the number mdistiller and the CKD code "
+    "report); <b>last</b> = mean ± sd of the top-1 after the last epoch, the unbiased number "
+    "(RepDistiller reports it); sd is the sample standard deviation (ddof 1), n the seeds; then "
+    "each seed's best/last, the best epochs, the budget (schedule, batch, optimizer steps, "
+    "images seen), the runs (links to their records), the published numbers with their tier "
+    "(✓ reproduced, ≈ close, ✗ differs; the rule is above the tables) and the "
+    "CKD paper's own number. Δ = seed-paired difference, mean [95 % t interval] over the common "
+    "seeds, last epoch in bold; coloured only when both sides trained at an equal budget and "
+    "the interval excludes 0. A Δ across unequal budgets says so first and leads with the "
+    "difference at an equal budget where the matched-budget runs hold one.")
 
 
 def shared_settings(cells: list[Cell]) -> list[str]:
@@ -243,11 +287,11 @@ def ablations_html(table: Table, sources: SourceIndex, command: dict | None = No
     all rows share once above the table, so each row's settings say what it changes."""
     start = len(sources.sources)
     head = ("<th>dataset</th><th>pair</th><th>method</th><th>label</th><th>settings</th>"
-            "<th>top-1 (best; last, n)</th><th>Δ main</th>")
+            "<th>top-1 (best; last, n)</th><th>Δ main (seed-paired, 95 % CI)</th>")
     shared = shared_settings(table.rows)
     body = ""
     for c, span in zip(table.rows, _groups(table.rows), strict=True):
-        d = c.deltas.get("main", {})
+        d = c.deltas.get("main")
         own = SETTINGS_SEPARATOR.join(p for p in c.settings.split(SETTINGS_SEPARATOR)
                                       if p not in shared) or "the shared settings"
         group = (f'<td rowspan="{span}">{escape(pretty_dataset(c.dataset))}</td>'
@@ -256,8 +300,9 @@ def ablations_html(table: Table, sources: SourceIndex, command: dict | None = No
         body += (f"<tr>{group}<td>{method_name_html(c.method)}</td><td>{escape(c.label)}</td>"
                  f'<td class="ckd-s">{escape(own)}</td>'
                  f"<td>{_stats_lines(c, budget=False)}{_run_links(c)}"
-                 f"{_published(c, sources, False)}</td><td>{_delta_span(d.get('best'))}"
-                 f"<div class=\"ckd-s\">last {_delta_span(d.get('last'))}</div>"
+                 f"{_published(c, sources, False)}</td><td>"
+                 + (_delta_lines(d) + f'<div class="ckd-s">{escape(d.words)}</div>' if d else
+                    '<span class="ckd-empty">–</span>')
                  + (f'<div class="ckd-i">{escape(c.note)}</div>' if c.note else "")
                  + "</td></tr>")
     if not table.rows:
@@ -269,23 +314,39 @@ def ablations_html(table: Table, sources: SourceIndex, command: dict | None = No
             + table_html(head, body) + f"{sources_html(sources, start)}{commands_html(command)}")
 
 
+def _teacher_files_html(cell: Cell) -> str:
+    """Each checkpoint the runs distilled from: its sha256 (first 12 hex digits; the whole in
+    its title), the top-1 stored in it and the top-1 the engine measured on this test set."""
+    if not cell.teacher_files:
+        return '<span class="ckd-empty">–</span>'
+    items = []
+    for f in cell.teacher_files:
+        sha = str(f.get("sha256") or "")
+        stored, measured = f.get("stored"), f.get("measured")
+        stored = f"{stored:.2f}" if isinstance(stored, (int, float)) and not math.isnan(stored) \
+            else "–"
+        measured = f"{measured:.2f}" if isinstance(measured, (int, float)) and \
+            not math.isnan(measured) else "–"
+        sha_html = (f'<span class="ckd-n" title="sha256 {escape(sha)}">sha256 '
+                    f"{escape(sha[:12])}…</span>" if sha else "sha256 not recorded")
+        items.append(f'<div class="ckd-s">{sha_html} · stored {num_html(stored)} · measured '
+                     f'{num_html(measured)}<br>{escape(str(f.get("checkpoint")))}</div>')
+    return "".join(items)
+
+
 def teachers_html(table: Table, sources: SourceIndex, command: dict | None = None,
                   level: int = 2) -> str:
     start = len(sources.sources)
     body = ""
     for c in table.rows:
-        ckpts = sorted({str(x) for x in c.runs.get("teacher_checkpoint", [])} - {"None", "nan"})
-        stored = sorted({f"{x:.2f}" for x in c.runs.get("teacher_stored_accuracy", [])
-                         if isinstance(x, (int, float)) and not math.isnan(x)})
         body += (f"<tr><td>{escape(pretty_dataset(c.dataset))}</td>"
                  f'<td class="ckd-pair">{num_html(c.teacher or c.student)}</td>'
                  f"{teacher_cell_html(c, sources)}"
-                 f"<td class=\"ckd-s\">{escape(', '.join(stored) or '–')}</td>"
-                 f"<td class=\"ckd-s\">{escape(c.settings or ', '.join(ckpts))}</td></tr>")
+                 f"<td>{_teacher_files_html(c)}</td></tr>")
     if not body:
-        body = '<tr><td colspan="5" class="ckd-empty">no teachers in these records</td></tr>'
+        body = '<tr><td colspan="4" class="ckd-empty">no teachers in these records</td></tr>'
     head = ("<th>dataset</th><th>teacher</th><th>top-1 (measured by the runs; own run)</th>"
-            "<th>stored in checkpoint</th><th>checkpoint / settings</th>")
+            "<th>checkpoint files: sha256, stored and measured top-1, path</th>")
     return (f'<h{level} class="ckd-h">{escape(table.title)}</h{level}>'
             f'<div class="ckd-note">{escape(table.description)}</div>'
             + table_html(head, body) + f"{sources_html(sources, start)}{commands_html(command)}")
@@ -334,6 +395,42 @@ def _published_epochs(cfg: dict) -> int | None:
     return max(hits) if hits else None
 
 
+def banner_facts(study: Study) -> dict:
+    """What the banner (and the reproduction summary's departures) read from the records:
+    whether any run used data subsets, a schedule shorter than its published recipe, an
+    untrained teacher, and whether only ImageNet-family data is present."""
+    frame = study.frame
+    facts = {"subset": False, "shortened": False, "untrained": [], "imagenet_only": False}
+    if frame.empty:
+        return facts
+    sections = dict(zip(frame["run_id"], frame["section"], strict=True))
+    for r in study.records:
+        cfg = r["config"]
+        if cfg.get("train_subset") or cfg.get("test_subset"):
+            facts["subset"] = True
+        if sections.get(r["run_id"]) not in ("main", "teacher"):
+            continue  # matched-budget runs are meant to differ from their recipe
+        published = _published_epochs(cfg)
+        if published and cfg["epochs"] < published:
+            facts["shortened"] = True
+    from ckd_lib.recipes import all_recipes
+
+    datasets = sorted(set(frame["dataset"]))
+    epochs = sorted(set(int(e) for e in frame["epochs"]))
+    paper_epochs = sorted({r.epochs for r in all_recipes() if r.dataset == "cifar100"
+                           and r.epochs and r.method != "teacher"})
+    if datasets != ["cifar100"] and paper_epochs and max(epochs) < min(paper_epochs):
+        facts["shortened"] = True
+    facts["untrained"] = sorted({str(t) for t, c in zip(frame["teacher"],
+                                                          frame["teacher_checkpoint"],
+                                                          strict=True) if c == "untrained"})
+    from ckd_lib.data.catalog import FOLDER_DATASETS, dataset_base
+
+    facts["imagenet_only"] = all(dataset_base(d) in FOLDER_DATASETS for d in datasets)
+    facts["epochs"], facts["paper_epochs"], facts["datasets"] = epochs, paper_epochs, datasets
+    return facts
+
+
 def banner(study: Study) -> tuple[str, str, bool]:
     """The headline that states what these numbers are, its detail line, and whether the records
     are full CIFAR-100 recipes (only then is the banner not a warning)."""
@@ -350,33 +447,14 @@ def banner(study: Study) -> tuple[str, str, bool]:
         return (f"{profile}: a REHEARSAL — {rehearsed} runs of a few steps on generated data; it "
                 "tests the pipeline and measures step times, its numbers mean NOTHING",
                 paper_state, False)
-    datasets = sorted(set(frame["dataset"]))
+    facts = banner_facts(study)
+    datasets, epochs, paper_epochs = facts["datasets"], facts["epochs"], facts["paper_epochs"]
     pretty = ", ".join(pretty_dataset(d) for d in datasets)
-    shortened = False
-    subset = False
-    sections = dict(zip(frame["run_id"], frame["section"], strict=True))
-    for r in study.records:
-        cfg = r["config"]
-        if cfg.get("train_subset") or cfg.get("test_subset"):
-            subset = True
-        if sections.get(r["run_id"]) not in ("main", "teacher"):
-            continue  # matched-budget runs are meant to differ from their recipe
-        published = _published_epochs(cfg)
-        if published and cfg["epochs"] < published:
-            shortened = True
+    shortened, subset, untrained = facts["shortened"], facts["subset"], facts["untrained"]
     distill = frame[frame["method"] != "CE"]
-    epochs = sorted(set(int(e) for e in frame["epochs"]))
     span = f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}–{epochs[-1]}"
     non_cifar = datasets != ["cifar100"]
-    from ckd_lib.recipes import all_recipes
-
-    paper_epochs = sorted({r.epochs for r in all_recipes() if r.dataset == "cifar100"
-                           and r.epochs and r.method != "teacher"})
-    if non_cifar and paper_epochs and max(epochs) < min(paper_epochs):
-        shortened = True
     seeds = sorted(set(distill["seed"] if not distill.empty else frame["seed"]))
-    untrained = sorted({str(t) for t, c in zip(frame["teacher"], frame["teacher_checkpoint"],
-                                                strict=True) if c == "untrained"})
     detail = (f"{len(frame)} runs from results/{study.profile}/runs; seeds {seeds}; "
               f"{span} epochs (the published CIFAR-100 recipes: "
               f"{' or '.join(str(e) for e in paper_epochs)}); "
@@ -498,6 +576,15 @@ def _borrowed_html(tables: list[Table]) -> str:
     return f"<h4>Recipes borrowed</h4><ul>{''.join(lines)}</ul>" if lines else ""
 
 
+def retrain_command(path: str) -> str:
+    """The one command that trains a record's run again, exactly (``--rerun``), into rerun/."""
+    from ckd_lib.report.collect import relative_path
+    from ckd_lib.study.paths import project_root
+
+    where = relative_path(path, project_root()) if path else "<record.json>"
+    return f"python -m ckd_lib.train --rerun {where} --set out_dir=rerun"
+
+
 def run_index_html(study: Study) -> str:
     frame = study.frame
     if frame.empty:
@@ -512,11 +599,14 @@ def run_index_html(study: Study) -> str:
             f"<td>{escape(str(r.section))}</td><td>{escape(r.label)}</td>"
             f"<td>{escape(r.settings)}</td><td>{r.seed}</td>"
             f"<td>{num_html(f'{_num(r.best_top1)} (ep {r.best_epoch})')}</td>"
-            f"<td>{num_html(_num(r.last_top1))}</td><td>{num_html(spi)}</td></tr>")
-    head = ("<th>run id</th><th>section</th><th>label</th><th>settings</th><th>seed</th>"
-            "<th>best top-1</th><th>last top-1</th><th>ms / iteration</th>")
+            f"<td>{num_html(_num(r.last_top1))}</td><td>{num_html(spi)}</td>"
+            f'<td><span class="ckd-cmd">{escape(retrain_command(r.path))}</span></td></tr>')
+    head = ("<th>run id (its record: config, history, checksums)</th><th>section</th>"
+            "<th>label</th><th>settings</th><th>seed</th><th>best top-1</th><th>last top-1</th>"
+            "<th>ms / iteration</th><th>retrain exactly this run</th>")
     return (f'<details class="ckd-report"><summary>All {len(frame)} runs (each links to its '
-            f"record)</summary>{table_html(head, ''.join(rows))}</details>")
+            "record, which holds its config; the command trains it again exactly)</summary>"
+            f"{table_html(head, ''.join(rows))}</details>")
 
 
 def excluded_html(study: Study) -> str:

@@ -8,7 +8,9 @@ number.
 
 The CKD paper's own table values are not in this repository. A user may supply them in
 ``results/paper_numbers.csv`` (columns dataset,teacher,student,method,top1,source); until that file
-exists every such cell reads "not supplied".
+exists every such cell reads "not supplied". ``results/paper_numbers.template.csv`` lists every cell
+of the paper's tables this study runs with an empty top1 (:func:`paper_numbers_template` writes
+it): copy it and fill in the numbers; a row left empty is skipped.
 """
 
 from __future__ import annotations
@@ -127,6 +129,8 @@ class PaperNumbers:
                 if missing:
                     raise ValueError(f"lacks column(s) {missing}; expected {list(PAPER_COLUMNS)}")
                 for line, row in enumerate(reader, start=2):
+                    if not (row["top1"] or "").strip():
+                        continue  # a template row not filled in
                     top1 = _float(row["top1"])
                     if top1 is None:
                         raise ValueError(f"line {line}: top1={row['top1']!r} is not a number")
@@ -154,6 +158,30 @@ class PaperNumbers:
             return PublishedNumber(row["top1"], row["source"] or str(self.path),
                                    basis_of(row["source"] or ""))
         return NOT_IN_FILE
+
+
+TEMPLATE_METHODS = ("teacher", "CE", "KD", "DKD", "CKD")
+TEMPLATE_SOURCES = {
+    "cifar100": "CKD paper (arXiv 2404.14109v2), CIFAR-100 table",
+    "imagenet": "CKD paper (arXiv 2404.14109v2), ImageNet-1K table",
+}
+
+
+def paper_numbers_template() -> str:
+    """The CSV of every cell of the paper's classification tables that this study runs (each
+    pair of the recipes, the teacher, the student alone and KD, DKD, CKD), top1 left empty."""
+    import io
+
+    from ckd_lib.recipes import pairs
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(PAPER_COLUMNS)
+    for dataset, source in TEMPLATE_SOURCES.items():
+        for teacher, student in pairs(dataset):
+            for method in TEMPLATE_METHODS:
+                writer.writerow([dataset, teacher, student, method, "", source])
+    return out.getvalue()
 
 
 class SourceIndex:

@@ -48,8 +48,21 @@ class Provenance:
         return any(c["dirty"] for c in self.commits)
 
 
+def _provenance(record: dict) -> dict:
+    """A record's provenance as the report shows it: CUDA and cuDNN only where a GPU ran (a
+    CPU run's torch may be a CUDA build; its versions say nothing about the run), the CPU's
+    model rather than its architecture."""
+    from ckd_lib.report.compute import device_label
+
+    prov = dict(record.get("provenance") or {})
+    if prov.get("device_type") != "cuda":
+        prov["cuda"] = prov["cudnn"] = "not used (CPU)"
+    prov["device_name"] = device_label(prov.get("device_type"), prov.get("device_name"))
+    return prov
+
+
 def _counts(records: list[dict], keys: tuple[str, ...]) -> list[dict]:
-    counter = Counter(tuple((r.get("provenance") or {}).get(k) for k in keys) for r in records)
+    counter = Counter(tuple(_provenance(r).get(k) for k in keys) for r in records)
     out = []
     for values, count in sorted(counter.items(), key=lambda kv: (-kv[1], str(kv[0]))):
         out.append({**dict(zip(keys, values, strict=True)), "runs": count})

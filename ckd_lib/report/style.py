@@ -56,5 +56,21 @@ table.ckd.ckd .ckd-r a.ckd-run { white-space: nowrap; }
   background: #f6f6f6; padding: 1px 4px; overflow-wrap: anywhere; }
 ol.ckd-sources { font-size: 11px; color: #333; margin-top: 2px; }
 h2.ckd-h, h3.ckd-h { margin-top: 22px; }
+.ckd-verdict { display: inline-block; padding: 1px 7px; border-radius: 10px; font-weight: 700;
+  font-size: 12px; white-space: nowrap; border: 1px solid transparent; }
+.ckd-verdict.ckd-supported { background: #e3f5e9; color: #0a5a27; border-color: #7cc596; }
+.ckd-verdict.ckd-not-supported { background: #fde8ea; color: #8f0017; border-color: #e3919c; }
+.ckd-verdict.ckd-inconclusive { background: #fff4dc; color: #7a4b00; border-color: #e3c27a; }
+.ckd-verdict.ckd-not-run { background: #f1f1f1; color: #666; border-color: #d0d0d0; }
+.ckd-summary { border: 1px solid #c8d3e6; background: #f6f9fe; border-radius: 6px;
+  padding: 10px 16px; margin: 6px 0 14px 0; font-size: 13px; color: #222; }
+.ckd-summary h3 { margin: 6px 0 4px 0; font-size: 15px; }
+.ckd-summary ul { margin: 2px 0 6px 0; padding-left: 1.2em; }
+.ckd-summary li { margin: 1px 0; }
+.ckd-rule { font-size: 12px; color: #333; background: #fafafa; border-left: 3px solid #999;
+  padding: 4px 10px; margin: 4px 0 10px 0; }
+table.ckd.ckd .ckd-tier { font-weight: 700; }
+table.ckd.ckd .ckd-cmp { margin-bottom: 5px; }
+table.ckd.ckd .ckd-cmp + .ckd-cmp { border-top: 1px dotted #bbb; padding-top: 3px; }
 </style>
 """

@@ -2,9 +2,15 @@
 
 A *cell* is one configuration (one method on one pair, one schedule, one set of loss
 parameters) and the runs that are its seeds. For each cell the report gives the mean ± sample std
-(ddof=1) over seeds of the best-epoch and of the last-epoch test top-1, n, the best epochs, and
-the run ids with the paths of their records. Beside it: the published numbers of the same cell with
-their source (literature.csv) and the CKD paper's own number (paper_numbers.csv, user-supplied).
+(ddof=1) over seeds of the best-epoch and of the last-epoch test top-1, the value of every seed, n,
+the best epochs, its budget (epochs, schedule, optimizer steps and images seen: :class:`Budget`)
+and the run ids with the paths of their records. Beside it: the published numbers of the same cell
+with their source (literature.csv) and the CKD paper's own number (paper_numbers.csv,
+user-supplied), each with its tier (``ckd_lib.report.stats.tier``).
+
+A difference between two cells (:class:`Delta`) is seed-paired with a 95 % t interval
+(``ckd_lib.report.stats``) and says whether the two were trained at an equal budget in optimizer
+steps and images; the matched-budget table groups runs by that budget, not by epochs.
 
 Tables:
 - main tables (one per dataset and kind: same-architecture and cross-architecture pairs): rows are
@@ -21,7 +27,6 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ckd_lib.report.collect import Study, is_same_architecture, pretty_dataset
@@ -31,32 +36,108 @@ from ckd_lib.report.literature import (
     match_literature,
 )
 from ckd_lib.report.palette import method_rank, pair_label
+from ckd_lib.report.stats import Interval, Tier, interval, paired, tier
 
 REFERENCE_METHODS = ("teacher", "CE", "KD")
 
 
 def budget_text(epochs, schedule) -> str:
-    """A training budget in the words every table and figure uses, e.g. "480 ep cosine"."""
+    """A schedule in the words every table and figure uses, e.g. "480 ep cosine"."""
     return f"{epochs} ep {schedule}"
 
 
-@dataclass
-class Stats:
-    """Mean and sample standard deviation of some values (std is NaN for fewer than 2)."""
+def _count(value: int) -> str:
+    """12,345 -> "12.3k", 2,400,000 -> "2.4M": step and image counts at a glance."""
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value}"
 
-    values: list[float]
+
+@dataclass(frozen=True)
+class Budget:
+    """What a run was given to train: its schedule, and what counts for a fair comparison, the
+    optimizer steps and the images seen. Two budgets are equal when steps and images are (the
+    schedule may differ: that is what the matched-budget runs change)."""
+
+    steps: int
+    images: int
+    epochs: int = field(default=0, compare=False)
+    schedule: str = field(default="", compare=False)
+    batch_size: int = field(default=0, compare=False)
 
     @property
-    def n(self) -> int:
-        return len(self.values)
+    def schedule_text(self) -> str:
+        return budget_text(self.epochs, self.schedule)
 
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.values)) if self.values else math.nan
+    def parts(self) -> list[str]:
+        return [self.schedule_text, f"bs {self.batch_size}", f"{_count(self.steps)} steps",
+                f"{_count(self.images)} images"]
+
+    def text(self) -> str:
+        """"480 ep cosine · bs 64 · 375k steps · 24M images"."""
+        return " · ".join(self.parts())
+
+    def steps_text(self) -> str:
+        return f"{_count(self.steps)} steps · {_count(self.images)} images"
+
+    def ratio(self, other: Budget) -> float:
+        """Our optimizer steps over ``other``'s."""
+        return self.steps / other.steps if other.steps else math.nan
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+def budget_of(runs: pd.DataFrame) -> Budget:
+    """The budget of one configuration's runs (they share it; the largest counts if not)."""
+    if runs.empty:
+        return Budget(0, 0)
+    first = runs.iloc[0]
+    return Budget(steps=int(runs["iterations"].max()), images=int(runs["images"].max()),
+                  epochs=int(first["epochs"]), schedule=str(first["schedule"]),
+                  batch_size=int(first["batch_size"]))
+
+
+def budget_comparison(ours: Budget, theirs: Budget, method: str, ref: str) -> str:
+    """"equal budget (375k steps · 24M images)" or "unequal budgets: CKD 2× KD's steps (480 ep
+    cosine bs 32 vs 240 ep step bs 64)": the words every Δ of the report carries."""
+    if ours == theirs:
+        return f"equal budget ({ours.steps_text()})"
+    ratio = ours.ratio(theirs)
+    times = f"{ratio:.2g}×" if math.isfinite(ratio) else "?×"
+    images = "" if ours.images == theirs.images else \
+        f", {ours.images / theirs.images:.2g}× the images" if theirs.images else ""
+    return (f"unequal budgets: {method} {times} {ref}'s steps{images} ({ours.schedule_text} bs "
+            f"{ours.batch_size} vs {theirs.schedule_text} bs {theirs.batch_size})")
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One cell minus another: seed-paired differences of best-epoch and last-epoch top-1 with
+    their intervals, and whether the two trained at an equal budget (steps and images).
+    Against the teacher, whose accuracy is one measured value, each seed minus that value."""
+
+    ref: str
+    best: Interval
+    last: Interval
+    equal_budget: bool | None  # None: against the teacher (no budget of its own)
+    words: str = ""  # budget_comparison's text
+
+    def get(self, metric: str) -> Interval:
+        return getattr(self, metric)
+
+
+class Stats(Interval):
+    """A cell's values shown as mean ± sample standard deviation (std NaN for fewer than 2):
+    an :class:`~ckd_lib.report.stats.Interval` whose text is its spread, not its interval."""
+
+    def __init__(self, values):
+        super().__init__(tuple(float(v) for v in values))
 
     @property
     def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else math.nan
+        return self.sd
 
     def text(self, digits: int = 2) -> str:
         if not self.values:
@@ -81,13 +162,15 @@ class Cell:
     best: Stats = field(default_factory=lambda: Stats([]))
     last: Stats = field(default_factory=lambda: Stats([]))
     top5: Stats = field(default_factory=lambda: Stats([]))  # last-epoch top-5
-    # teachers: the accuracy each checkpoint scored when the distillation runs evaluated it
+    # teachers: the accuracy each checkpoint scored when the distillation runs evaluated it, and
+    # each checkpoint file (path, sha256, stored and measured top-1)
     evaluated: Stats | None = None
+    teacher_files: list[dict] = field(default_factory=list)
     literature: list[PublishedNumber] = field(default_factory=list)
     paper: PublishedNumber | str = NOT_SUPPLIED
-    deltas: dict[str, dict[str, float]] = field(default_factory=dict)
+    deltas: dict[str, Delta] = field(default_factory=dict)
     note: str = ""
-    budget: str = ""
+    budget: Budget = field(default_factory=lambda: Budget(0, 0))
     # runs of a seed the cell already counts (e.g. re-run after a code change altered the
     # config hash): shown with the cell, never averaged in
     duplicates: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -112,6 +195,20 @@ class Cell:
     @property
     def best_epochs(self) -> list:
         return self.runs["best_epoch"].tolist() if not self.runs.empty else []
+
+    def per_seed(self, metric: str) -> dict:
+        """seed -> value of ``metric`` ("best" or "last" top-1) of each counted run."""
+        if self.runs.empty:
+            return {}
+        return {int(seed): float(value) for seed, value in
+                zip(self.runs["seed"], self.runs[f"{metric}_top1"], strict=True)}
+
+    def tier(self, published: PublishedNumber) -> Tier | None:
+        """Our mean against a published number, like with like: best-epoch values against a
+        best-epoch number, last-epoch against last-epoch (a basis not stated: best, as
+        mdistiller and the CKD code report)."""
+        metric = "last" if published.basis == "last epoch" else "best"
+        return tier(getattr(self, metric).values, published.top1)
 
     def reference_value(self, metric: str) -> float:
         """The value differences are taken against: the teacher's measured accuracy, else the
@@ -160,7 +257,7 @@ def make_cell(table: str, runs: pd.DataFrame, study: Study, method: str | None =
                 best=Stats([float(v) for v in runs["best_top1"]]),
                 last=Stats([float(v) for v in runs["last_top1"]]),
                 top5=Stats([float(v) for v in runs["last_top5"] if v is not None]),
-                budget=budget_text(first["epochs"], first["schedule"]), duplicates=duplicates)
+                budget=budget_of(runs), duplicates=duplicates)
     if not duplicates.empty:
         cell.note = (f"{len(duplicates)} more run(s) of a seed already counted (same settings, "
                      "another config hash, e.g. the code changed in between): not counted.")
@@ -233,8 +330,8 @@ class PairRow:
     teacher: str
     student: str
     cells: dict[str, Cell]
-    deltas: dict[str, dict[str, float]] = field(default_factory=dict)
-    budget: str = ""
+    deltas: dict[str, Delta] = field(default_factory=dict)
+    budget: Budget | None = None  # matched-budget rows: the one budget of the row
     # the same pair's rows of the matched-budget table: its methods compared at equal budgets
     matched: list[PairRow] = field(default_factory=list)
 
@@ -300,6 +397,10 @@ def teacher_cell(study: Study, dataset: str, teacher: str, distill_runs: pd.Data
         cell.student = teacher
         cell.evaluated = evaluated
     cell.teacher = teacher
+    cell.teacher_files = [
+        {"checkpoint": r.teacher_checkpoint, "sha256": r.teacher_sha256,
+         "stored": r.teacher_stored_accuracy, "measured": r.teacher_top1}
+        for r in checkpoints.itertuples()]
     if (checkpoints["teacher_checkpoint"] == "untrained").any():
         cell.note = " ".join(filter(None, [cell.note, "UNTRAINED teacher (random weights; for "
                                            "tests and benchmarks only)."]))
@@ -315,9 +416,27 @@ def teacher_cell(study: Study, dataset: str, teacher: str, distill_runs: pd.Data
     return cell
 
 
+def delta(cell: Cell, other: Cell, ref: str) -> Delta | None:
+    """``cell`` minus ``other`` (see :class:`Delta`); None when either has no values."""
+    if ref == "teacher":
+        value = other.reference_value("best")
+        if value is None or math.isnan(value) or not cell.best.n:
+            return None
+        return Delta(ref, interval([v - value for v in cell.per_seed("best").values()],
+                                   list(cell.per_seed("best"))),
+                     interval([v - value for v in cell.per_seed("last").values()],
+                              list(cell.per_seed("last"))), None)
+    best, last = paired(cell.per_seed("best"), other.per_seed("best")), \
+        paired(cell.per_seed("last"), other.per_seed("last"))
+    if not best.n:
+        return None
+    return Delta(ref, best, last, cell.budget == other.budget,
+                 budget_comparison(cell.budget, other.budget, cell.method, ref))
+
+
 def compute_deltas(row: PairRow) -> None:
-    """Difference of every distillation method to the teacher, to the student alone and to KD
-    (mean over seeds, best-epoch and last-epoch)."""
+    """Difference of every distillation method to the teacher, to the student alone and to KD:
+    seed-paired, best-epoch and last-epoch, each with its budget comparison."""
     for method, cell in row.cells.items():
         if method in ("teacher", "CE"):
             continue
@@ -326,18 +445,9 @@ def compute_deltas(row: PairRow) -> None:
             other = row.cells.get(ref)
             if other is None or other is cell:
                 continue
-            deltas[ref] = {}
-            for metric in ("best", "last"):
-                ours = getattr(cell, metric)
-                if not ours.n:
-                    continue
-                ref_value = other.reference_value(metric)
-                if ref_value is None or math.isnan(ref_value):
-                    continue
-                deltas[ref][metric] = ours.mean - ref_value
-                other_stats = getattr(other, metric) if ref != "teacher" else None
-                if other_stats is not None and ours.n > 1 and other_stats.n > 1:
-                    deltas[ref][f"{metric}_err"] = math.hypot(ours.std, other_stats.std)
+            d = delta(cell, other, ref)
+            if d is not None:
+                deltas[ref] = d
         cell.deltas = deltas
     row.deltas = row.cells["CKD"].deltas if "CKD" in row.cells else {}
 
@@ -470,9 +580,9 @@ def ablations_table(study: Study, main: list[Table], leftovers: list[Cell]) -> T
             if ref is not None:
                 cell.note = " ".join(filter(None, [cell.note, "Δ main: against the main "
                                                    "table's CKD cell."]))
-        if ref is not None and ref.best.n and cell.best.n:
-            cell.deltas = {"main": {"best": cell.best.mean - ref.best.mean,
-                                    "last": cell.last.mean - ref.last.mean}}
+        d = delta(cell, ref, "main") if ref is not None else None
+        if d is not None:
+            cell.deltas = {"main": d}
         if cell.table == "other" and not cell.label:
             cell.label = "(other configuration)"
         cell.table = "ablations"
@@ -483,44 +593,49 @@ def ablations_table(study: Study, main: list[Table], leftovers: list[Cell]) -> T
 
 # -- matched budget ------------------------------------------------------------------------------
 def budget_table(study: Study) -> Table:
-    """Every (epochs, schedule) budget a pair was run at, with the methods side by side."""
+    """Every budget (optimizer steps and images seen) a pair was run at, with the methods that
+    trained at it side by side: only cells of one row are compared at an equal budget."""
     frame = study.frame
     table = Table(key="budget", title="Matched budget", kind="budget", dataset="",
                   description=(f"CKD's CIFAR-100 recipe ({recipe_budget('CKD')}) trains longer "
-                               f"than its baselines' (KD: {recipe_budget('KD')}). Here each row "
-                               "is one pair at one "
-                               "budget (epochs and schedule), so methods at the same budget can be "
-                               "compared. Runs labelled as ablations are left out."))
+                               f"than its baselines' (KD: {recipe_budget('KD')}), on some pairs "
+                               "also at half the batch size: up to four times the optimizer "
+                               "steps. Here each row is one pair at one budget, counted in "
+                               "optimizer steps and images seen (epochs × batches), so the "
+                               "methods of a row trained equally long; their schedules may "
+                               "differ (each cell says its own). Runs labelled as ablations "
+                               "are left out."))
     if frame.empty:
         return table
     runs = frame[frame["section"].isin(["main", "budget"])]
     distill = runs[runs["method"] != "CE"]
     methods: set[str] = set()
-    pair_budgets: dict[tuple, set] = {}
-    for row in distill.itertuples():
-        pair_budgets.setdefault((row.dataset, row.teacher, row.student), set()).add(
-            (row.epochs, row.schedule))
-    for (dataset, teacher, student), budgets in sorted(pair_budgets.items()):
-        for epochs, schedule in sorted(budgets):
-            sel = runs[(runs["dataset"] == dataset) & (runs["epochs"] == epochs)
-                       & (runs["schedule"] == schedule)]
-            pair = sel[(sel["teacher"] == teacher) & (sel["student"] == student)]
+    keys = sorted({(r.dataset, r.teacher, r.student) for r in distill.itertuples()})
+    several = False
+    for dataset, teacher, student in keys:
+        pair = runs[(runs["dataset"] == dataset) & (((runs["teacher"] == teacher)
+                                                     & (runs["student"] == student))
+                                                    | ((runs["method"] == "CE")
+                                                       & (runs["student"] == student)))]
+        by_budget: dict[Budget, dict[str, list[pd.DataFrame]]] = {}
+        for (method, _), group in pair.groupby(["method", "config_key"], sort=True):
+            by_budget.setdefault(budget_of(group), {}).setdefault(method, []).append(group)
+        distilled = [b for b, cells in by_budget.items() if set(cells) - {"CE"}]
+        several |= len(distilled) > 1
+        for budget in sorted(distilled, key=lambda b: (b.steps, b.images)):
             cells = {}
-            for method in sorted(set(pair["method"]), key=method_rank):
-                chosen, _ = choose_configuration(pair[pair["method"] == method])
-                cells[method] = make_cell("budget", chosen, study)
-            ce = sel[(sel["method"] == "CE") & (sel["student"] == student)]
-            if not ce.empty:
-                chosen, _ = choose_configuration(ce)
-                cells["CE"] = make_cell("budget", chosen, study, method="CE", teacher=teacher)
+            for method, groups in by_budget[budget].items():
+                chosen, _ = choose_configuration(pd.concat(groups))
+                cells[method] = make_cell("budget", chosen, study, method=method,
+                                          teacher=teacher)
             cells = dict(sorted(cells.items(), key=lambda kv: method_rank(kv[0])))
-            row = PairRow(dataset=dataset, teacher=teacher, student=student, cells=cells)
+            row = PairRow(dataset=dataset, teacher=teacher, student=student, cells=cells,
+                          budget=budget)
             compute_deltas(row)
-            row.budget = budget_text(epochs, schedule)
             methods.update(m for m in cells if m != "CE")
             table.rows.append(row)
     table.methods = sorted(methods, key=method_rank)
-    if not any(len(b) > 1 for b in pair_budgets.values()):
+    if not several:
         table.notes.append("No pair was run at more than one budget in these records, so this "
                            "table holds no matched-budget comparison yet.")
     return table
@@ -550,8 +665,8 @@ def attach_matched(main: list[Table], budget: Table) -> None:
             row.matched = rows.get((row.dataset, row.teacher, row.student), [])
 
 
-def equal_budget_deltas(row: PairRow, method: str, ref: str) -> list[tuple[str, dict]]:
-    """(budget, differences) of `method` − `ref` at each budget where the matched-budget runs
+def equal_budget_deltas(row: PairRow, method: str, ref: str) -> list[tuple[Budget, Delta]]:
+    """(budget, difference) of `method` − `ref` at each budget where the matched-budget runs
     hold both, when the row's own two cells were trained at different budgets (otherwise the
     row's difference already is one at equal budget, and this is empty)."""
     ours, theirs = row.cells.get(method), row.cells.get(ref)
@@ -560,7 +675,7 @@ def equal_budget_deltas(row: PairRow, method: str, ref: str) -> list[tuple[str, 
     out = []
     for other in row.matched:
         cell = other.cells.get(method)
-        if cell is not None and "best" in cell.deltas.get(ref, {}):
+        if cell is not None and ref in cell.deltas and cell.deltas[ref].equal_budget:
             out.append((other.budget, cell.deltas[ref]))
     return out
 
@@ -580,6 +695,23 @@ def _fmt(value) -> str | float:
     return round(float(value), 4)
 
 
+def _seeds_text(values: dict) -> str:
+    return " ".join(f"{seed}:{value:.2f}" for seed, value in sorted(values.items()))
+
+
+def _delta_fields(cell: Cell, ref: str, key: str) -> dict:
+    """summary.csv's columns of one difference: last-epoch mean and 95 % interval (the claims'
+    basis), best-epoch mean, n, and whether the budgets were equal."""
+    d = cell.deltas.get(ref)
+    if d is None:
+        return {f"delta_{key}_last": "", f"delta_{key}_last_ci95": "", f"delta_{key}_best": "",
+                f"delta_{key}_n": "", f"delta_{key}_equal_budget": ""}
+    ci = f"{d.last.low:.4f} {d.last.high:.4f}" if d.last.has_interval else ""
+    return {f"delta_{key}_last": _fmt(d.last.mean), f"delta_{key}_last_ci95": ci,
+            f"delta_{key}_best": _fmt(d.best.mean), f"delta_{key}_n": d.last.n,
+            f"delta_{key}_equal_budget": "" if d.equal_budget is None else d.equal_budget}
+
+
 def summary_frame(tables: ReportTables, commands: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per table cell: what the cell shows and the records that produced it."""
     commands = commands or {}
@@ -587,32 +719,38 @@ def summary_frame(tables: ReportTables, commands: dict[str, str] | None = None) 
     for table in tables.all():
         for row in table.rows:
             cells = row.cells.values() if isinstance(row, PairRow) else [row]
-            budget = getattr(row, "budget", "")
             for cell in cells:
                 paper = cell.paper
+                tiers = [cell.tier(p) for p in cell.literature]
+                paper_tier = cell.tier(paper) if isinstance(paper, PublishedNumber) else None
                 rows.append({
                     "table": table.title, "dataset": cell.dataset, "teacher": cell.teacher or "",
                     "student": cell.student, "method": cell.method, "label": cell.label,
-                    "budget": budget or cell.budget, "settings": cell.settings, "n": cell.n,
+                    "budget": cell.budget.schedule_text, "batch_size": cell.budget.batch_size,
+                    "steps": cell.budget.steps, "images": cell.budget.images,
+                    "settings": cell.settings, "n": cell.n,
                     "seeds": " ".join(str(s) for s in cell.seeds),
                     "best_top1_mean": _fmt(cell.best.mean), "best_top1_std": _fmt(cell.best.std),
                     "last_top1_mean": _fmt(cell.last.mean), "last_top1_std": _fmt(cell.last.std),
+                    "best_top1_per_seed": _seeds_text(cell.per_seed("best")),
+                    "last_top1_per_seed": _seeds_text(cell.per_seed("last")),
                     "last_top5_mean": _fmt(cell.top5.mean) if cell.top5.n else "",
                     "teacher_evaluated_top1_mean": _fmt(cell.evaluated.mean)
                     if cell.evaluated is not None else "",
                     "best_epochs": " ".join(str(e) for e in cell.best_epochs),
-                    "delta_teacher_best": _fmt(cell.deltas.get("teacher", {}).get("best")),
-                    "delta_ce_best": _fmt(cell.deltas.get("CE", {}).get("best")),
-                    "delta_kd_best": _fmt(cell.deltas.get("KD", {}).get("best")),
-                    "delta_main_best": _fmt(cell.deltas.get("main", {}).get("best")),
+                    **_delta_fields(cell, "teacher", "teacher"),
+                    **_delta_fields(cell, "CE", "ce"),
+                    **_delta_fields(cell, "KD", "kd"),
+                    **_delta_fields(cell, "main", "main"),
                     "literature": "; ".join(f"{p.top1:.2f} ({p.basis}; {p.source})"
                                             for p in cell.literature),
+                    "literature_tier": "; ".join(t.text() if t else "" for t in tiers),
                     "paper_top1": paper.top1 if isinstance(paper, PublishedNumber) else paper,
                     "paper_source": paper.source if isinstance(paper, PublishedNumber) else "",
+                    "paper_tier": paper_tier.text() if paper_tier else "",
                     "run_ids": " ".join(cell.run_ids),
                     "records": " ".join(cell.links),
                     "not_counted": " ".join(cell.duplicates.get("run_id", [])),
                     "command": commands.get(table.key, ""),
                 })
     return pd.DataFrame(rows)
-

@@ -200,21 +200,30 @@ class Settings:
 
     def config(self, teacher: str, student: str, method: str, *, seed: int = 0,
                label: str | None = None, schedule_from: str | None = None,
-               loss: dict | None = None, **overrides) -> RunConfig:
+               budget_from: str | None = None, loss: dict | None = None,
+               **overrides) -> RunConfig:
         """The run of one table cell: the recipe of ``teacher->student`` (recipe names) for
         ``method``, with this profile's dataset, models, schedule scale and subsets.
 
         A method without a recipe row of its own (an ablation variant such as KD+CKD, or a
         plugin's) borrows the recipe its registration names (``ckd_lib.recipes.get_recipe``).
         ``schedule_from``: take epochs, schedule and milestones from another method's recipe of
-        the same pair (the matched-budget runs); the lr and batch size stay the method's own.
+        the same pair; the lr and batch size stay the method's own (equal epochs: the optimizer
+        steps differ where the batch sizes do). ``budget_from``: the same and the batch size
+        too, so the run takes the other recipe's optimizer steps and images (the lr stays the
+        method's own). The matched-budget runs use both.
         ``label`` defaults to the pair's table.
         """
         data = RunConfig.from_recipe(self.recipe_dataset, teacher, student, method).to_dict()
-        if schedule_from:
-            other = recipes.get_recipe(self.recipe_dataset, teacher, student, schedule_from)
+        if schedule_from and budget_from:
+            raise StudyError("give schedule_from or budget_from, not both")
+        if schedule_from or budget_from:
+            other = recipes.get_recipe(self.recipe_dataset, teacher, student,
+                                       schedule_from or budget_from)
             data.update(epochs=other.epochs, schedule=other.schedule,
                         milestones=list(other.milestones), lr_decay=other.lr_decay or 0.1)
+            if budget_from:
+                data["batch_size"] = other.batch_size
         data["student"] = self.model(student)
         data["loss"].update(loss or {})
         if get_method(method).needs_teacher:
@@ -419,6 +428,8 @@ def summary(records: list[dict], rows: list[str] | None = None):
     The report builds the full tables."""
     import pandas as pd
 
+    from ckd_lib.report.collect import images_of, iterations_of
+
     seen = {}
     for i, record in enumerate(records):
         if record["run_id"] in seen or record.get("status", "complete") != "complete":
@@ -440,6 +451,8 @@ def summary(records: list[dict], rows: list[str] | None = None):
             "best top-1": mean_std([r["best"]["top1"] for r in recs]),
             "last top-1": mean_std([r["last"]["top1"] for r in recs]),
             "epochs": cfg["epochs"], "schedule": cfg["schedule"], "batch": cfg["batch_size"],
+            # the budget: optimizer steps and images seen (epochs alone hide the batch size)
+            "steps": iterations_of(recs[0]), "images": images_of(recs[0]),
             # a group's students share the training time: this is the group's time per epoch
             "group s/epoch": round(sum(r["train_seconds"] for r in recs)
                                    / max(sum(r["epochs_done"] for r in recs), 1), 2),
