@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: setup ## Run the test suite (sets up first if needed)
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n auto --maxprocesses 4 --dist loadgroup
 
 lint: setup ## Run ruff over the project
 	$(VENV)/bin/ruff check .

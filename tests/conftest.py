@@ -10,6 +10,12 @@ modules that submit jobs, skipped, saying why, where it cannot start.
 ``isolated_registry`` (every test): a method or plugin a test registers is gone after it, so that
 tests do not see each other's methods (in the report's order and colours, or in ``CKD_PLUGINS``
 passed on to kernels) whatever order they run in.
+
+``make test`` runs the modules on up to four pytest-xdist workers (``--dist loadgroup``): a
+session fixture is built once per worker, so the modules that share an expensive one are one
+``xdist_group`` and go to one worker: ``tiny_study`` (test_audit, test_notebooks, test_slurm, and
+test_rehearse, whose SLURM cluster must not run beside test_slurm's) and ``report_study`` (the
+study of test_report.py, read by test_report_pages and test_report_browser).
 """
 
 import os

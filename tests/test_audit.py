@@ -27,6 +27,9 @@ from ckd_lib.methods import load_plugin
 from ckd_lib.study import audit
 from ckd_lib.study.__main__ import main as study_main
 
+# one worker builds the session's tiny study for every module of this group (conftest)
+pytestmark = pytest.mark.xdist_group("tiny_study")
+
 REPO = Path(__file__).resolve().parents[1]
 FITNET = REPO / "docs" / "examples" / "fitnet_method.py"
 

@@ -17,6 +17,9 @@ from papermill.translators import PythonTranslator
 from ckd_lib import results
 from ckd_lib.study.params import notebook_parameters, parameters_cell, read_notebook
 
+# one worker builds the session's tiny study for every module of this group (conftest)
+pytestmark = pytest.mark.xdist_group("tiny_study")
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 STUDY_NOTEBOOKS = ["00_environment", "10_teachers", "20_same_arch", "21_cross_arch",

@@ -33,6 +33,9 @@ from ckd_lib.study import cost, planning, rehearse
 from ckd_lib.study.profiles import load_profile
 from ckd_lib.study.runner import Runner
 
+# one worker for the tiny-study group: its SLURM cluster never runs beside test_slurm's (conftest)
+pytestmark = pytest.mark.xdist_group("tiny_study")
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 

@@ -28,6 +28,9 @@ from ckd_lib.report.collect import build_frame, family, is_same_architecture
 from ckd_lib.report.literature import PaperNumbers, load_literature, match_literature
 from ckd_lib.report.tables import ordered_pairs
 
+# one worker builds the session's report study for every module of this group (conftest)
+pytestmark = pytest.mark.xdist_group("report_study")
+
 DATA = "synthetic:num_classes=10,num_train=128,num_test=64"
 PROFILE = "demo"
 SEEDS = (0, 1)

@@ -34,6 +34,7 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium"
                                         if Path("/usr/bin/chromium").exists() else None)
 pytestmark = [
     pytest.mark.notebooks,
+    pytest.mark.xdist_group("report_study"),  # the report study of test_report.py (conftest)
     pytest.mark.skipif(CHROMIUM is None,
                        reason="Debian's chromium is not installed (apt-get install -y chromium)"),
 ]

@@ -26,6 +26,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+# one worker builds the session's report study for every module of this group (conftest)
+pytestmark = pytest.mark.xdist_group("report_study")
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_report import PROFILE, ensure_study, raw_records  # noqa: E402
 

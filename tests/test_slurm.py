@@ -34,6 +34,9 @@ from ckd_lib.study.profiles import load_profile
 from ckd_lib.study.runner import Runner
 from ckd_lib.study.slurm_options import SlurmOptions
 
+# one worker builds the session's tiny study for every module of this group (conftest)
+pytestmark = pytest.mark.xdist_group("tiny_study")
+
 ROOT = Path(__file__).resolve().parents[1]
 CPU_CLUSTER = ["--slurm", "gpus_per_task=0", "--slurm", "cpus_per_task=1", "--slurm",
                "time_min=10", "--slurm", "lock_wait_s=0"]
