@@ -227,13 +227,15 @@ def test_matched_budget_rows(tmp_path):
     fake_teacher(settings)
     rows = designs.matched_budget_rows(settings, [("resnet56", "resnet20")], seeds=[0])
     by = {r.name: r.config for r in rows}
-    own, moved = by["CKD (own schedule)"], by["CKD @ baselines' schedule"]
+    own, moved = by["CKD (own recipe)"], by["CKD @ KD's budget"]
     assert (own.epochs, own.schedule) == (4, "cosine")
     assert (moved.epochs, moved.schedule, moved.milestones) == (2, "step", [1, 2, 2])
+    assert moved.batch_size == own.batch_size  # equal batches: equal epochs are equal steps
     assert moved.lr == own.lr and moved.label == "matched_budget"
-    kd = by["KD @ CKD's schedule"]
+    kd = by["KD @ CKD's budget"]
     assert (kd.epochs, kd.schedule, kd.method, kd.lr) == (4, "cosine", "KD", 0.05)
-    assert by["KD (own schedule)"].label == "same_arch"
+    assert by["KD (own recipe)"].label == "same_arch"
+    assert not [name for name in by if "own batch" in name]  # only where batches differ
 
 
 def test_summary_means_and_stds():
@@ -412,7 +414,7 @@ def test_cli_lists_a_profile():
     out = subprocess.run([sys.executable, "-m", "ckd_lib.study", "--profile", "demo", "--list"],
                          capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 0, out.stderr
-    assert "20_same_arch" in out.stdout and "seeds: list[int] = [0, 1]  <- profile" in out.stdout
+    assert "20_same_arch" in out.stdout and "seeds: list[int] = [0, 1, 2, 3, 4]  <- profile" in out.stdout
 
 
 # -- teachers ----------------------------------------------------------------------------------
@@ -462,7 +464,7 @@ def test_devices_reach_the_notebooks_that_declare_them():
     assert values["20_same_arch"]["devices"] == ["0", "1"]
     assert "devices" not in values["00_environment"]
     assert values["20_same_arch"]["results_dir"] == "out"
-    assert values["20_same_arch"]["seeds"] == [0, 1]  # the notebook's own entry beats common
+    assert values["20_same_arch"]["seeds"] == [0, 1, 2, 3, 4]  # its own entry beats common
     assert values["21_cross_arch"]["seeds"] == [0]  # common
 
 
