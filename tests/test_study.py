@@ -414,7 +414,8 @@ def test_cli_lists_a_profile():
     out = subprocess.run([sys.executable, "-m", "ckd_lib.study", "--profile", "demo", "--list"],
                          capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 0, out.stderr
-    assert "20_same_arch" in out.stdout and "seeds: list[int] = [0, 1, 2, 3, 4]  <- profile" in out.stdout
+    assert "20_same_arch" in out.stdout
+    assert "seeds: list[int] = [0, 1, 2, 3, 4]  <- profile" in out.stdout
 
 
 # -- teachers ----------------------------------------------------------------------------------
