@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,12 +110,18 @@ time.sleep(120)
 """
 
 
-def process_gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "State:\tZ" in state  # a zombie waiting for a reaper is dead
+def process_gone(pid: int, wait_s: float = 10.0) -> bool:
+    """Whether ``pid`` is dead (gone, or a zombie waiting for a reaper) within ``wait_s``: a
+    SIGKILLed process still takes a moment to exit on a loaded machine."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return True
+        if "State:\tZ" in state or time.monotonic() > deadline:
+            return "State:\tZ" in state
+        time.sleep(0.1)
 
 
 def test_a_hanging_section_is_killed_with_its_children_and_keeps_its_figures(tmp_path):
