@@ -188,6 +188,27 @@ def test_a_rehearsal_computes_the_comparisons_but_judges_nothing(tmp_path):
         assert all(c.verdict.verdict == NOT_RUN for c in e.comparisons)
 
 
+def test_a_detection_rehearsal_judges_nothing_either(tmp_path):
+    # the COCO rehearsal has detection runs only: its rehearsal field is in the detection frame
+    import dataclasses
+
+    import pandas as pd
+
+    from ckd_lib.report.claims import ClaimContext, evaluate
+
+    _, report = evidence(build(tmp_path, 1.0, 0.2, 5))
+    rows = [{"run_id": f"{m}-{seed}", "kind": "faster", "teacher": "resnet101",
+             "student": "resnet18", "method": m, "seed": seed, "AP": ap + seed,
+             "iterations": 2, "rehearsal": True}
+            for seed in range(3) for m, ap in (("ReviewKD+CKD", 30.0), ("DKD", 20.0))]
+    context = ClaimContext(report.study, report.tables, detection=pd.DataFrame(rows))
+    found = {e.claim.key: e for e in evaluate(context)}
+    assert found["C7"].comparisons and found["C7"].comparisons[0].diff.n == 3
+    assert found["C7"].verdict.verdict == NOT_RUN and "rehearsal" in found["C7"].verdict.reason
+    real = dataclasses.replace(context, detection=pd.DataFrame(rows).assign(rehearsal=False))
+    assert {e.claim.key: e for e in evaluate(real)}["C7"].verdict.verdict == SUPPORTED
+
+
 def test_two_seeds_are_inconclusive(tmp_path):
     found, _ = evidence(build(tmp_path, 1.0, 0.2, 2))
     assert found["C1"].verdict.verdict == INCONCLUSIVE

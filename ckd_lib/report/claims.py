@@ -137,7 +137,9 @@ REHEARSAL_VERDICT = Verdict(NOT_RUN, "a rehearsal (a few steps on generated data
 def evaluate(context: ClaimContext) -> list[Evidence]:
     """Every registered claim's evidence, in order. A rehearsal's comparisons are computed (the
     rehearsal tests this code too) but judge nothing: every verdict is "not run"."""
-    rehearsal = any(r.get("rehearsal") for r in context.study.records)  # ckd_lib.rehearsal
+    detection = context.detection
+    rehearsal = any(r.get("rehearsal") for r in context.study.records) or bool(
+        "rehearsal" in detection and detection["rehearsal"].any())  # ckd_lib.rehearsal
     out = []
     for claim in CLAIMS.values():
         comparisons = claim.test(context)

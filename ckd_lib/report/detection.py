@@ -55,7 +55,8 @@ def detection_frame(results_dir: str | Path, profile: str) -> pd.DataFrame:
                "commit": record["provenance"].get("commit"),
                "dirty": record["provenance"].get("dirty"),
                "device": record["provenance"].get("device_name"),
-               "torch": record["provenance"].get("torch")}
+               "torch": record["provenance"].get("torch"),
+               "rehearsal": bool(record.get("rehearsal"))}  # ckd_lib.rehearsal
         row["departures"] = departures(record)
         row.update({m: last.get(m) for m in METRIC_NAMES})
         row.update({f"mask_{m}": last.get(f"mask_{m}") for m in METRIC_NAMES})
