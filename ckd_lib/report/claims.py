@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ckd_lib.data.catalog import FOLDER_DATASETS, dataset_base
+from ckd_lib.rehearsal import is_rehearsal
 from ckd_lib.report.collect import Study, loss_params
 from ckd_lib.report.stats import (
     INCONCLUSIVE,
@@ -138,8 +139,8 @@ def evaluate(context: ClaimContext) -> list[Evidence]:
     """Every registered claim's evidence, in order. A rehearsal's comparisons are computed (the
     rehearsal tests this code too) but judge nothing: every verdict is "not run"."""
     detection = context.detection
-    rehearsal = any(r.get("rehearsal") for r in context.study.records) or bool(
-        "rehearsal" in detection and detection["rehearsal"].any())  # ckd_lib.rehearsal
+    rehearsal = any(map(is_rehearsal, context.study.records)) or bool(
+        "rehearsal" in detection and detection["rehearsal"].any())
     out = []
     for claim in CLAIMS.values():
         comparisons = claim.test(context)

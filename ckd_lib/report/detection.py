@@ -20,6 +20,7 @@ import pandas as pd
 from ckd_lib.detection.config import DetectionConfig
 from ckd_lib.detection.evaluate import METRIC_NAMES
 from ckd_lib.detection.models import COCO_CATEGORY_IDS, MAX_SIZE, TEST_MIN_SIZE, TRAIN_MIN_SIZES
+from ckd_lib.rehearsal import is_rehearsal
 from ckd_lib.report.collect import relative_path
 from ckd_lib.report.html import CSS
 from ckd_lib.report.palette import pair_label, sort_methods
@@ -56,7 +57,7 @@ def detection_frame(results_dir: str | Path, profile: str) -> pd.DataFrame:
                "dirty": record["provenance"].get("dirty"),
                "device": record["provenance"].get("device_name"),
                "torch": record["provenance"].get("torch"),
-               "rehearsal": bool(record.get("rehearsal"))}  # ckd_lib.rehearsal
+               "rehearsal": is_rehearsal(record)}
         row["departures"] = departures(record)
         row.update({m: last.get(m) for m in METRIC_NAMES})
         row.update({f"mask_{m}": last.get(f"mask_{m}") for m in METRIC_NAMES})
@@ -67,7 +68,7 @@ def detection_frame(results_dir: str | Path, profile: str) -> pd.DataFrame:
 def departures(record: dict) -> list[str]:
     """How a detection run differs from the paper's setting (empty: it is the paper's)."""
     config = record["config"]
-    out = ["REHEARSAL: a few iterations on generated images"] if record.get("rehearsal") else []
+    out = ["REHEARSAL: a few iterations on generated images"] if is_rehearsal(record) else []
     if list(record.get("data", {}).get("categories", [])) != list(COCO_CATEGORY_IDS):
         out.append("not COCO's 80 categories (generated or other data)")
     if config.get("train_limit") or config.get("val_limit"):

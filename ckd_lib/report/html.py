@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from html import escape
 
+from ckd_lib.rehearsal import is_rehearsal
 from ckd_lib.report.collect import SETTINGS_SEPARATOR, Study, pretty_dataset
 from ckd_lib.report.literature import PublishedNumber, SourceIndex, literature_for_pair
 from ckd_lib.report.palette import method_color, pair_label
@@ -442,7 +443,7 @@ def banner(study: Study) -> tuple[str, str, bool]:
     if frame.empty:
         return (f"{profile}: no complete run records under {study.runs_dir} — this report holds "
                 "no results", paper_state, False)
-    rehearsed = sum(bool(r.get("rehearsal")) for r in study.records)  # ckd_lib.rehearsal
+    rehearsed = sum(map(is_rehearsal, study.records))
     if rehearsed:
         return (f"{profile}: a REHEARSAL — {rehearsed} runs of a few steps on generated data; it "
                 "tests the pipeline and measures step times, its numbers mean NOTHING",
