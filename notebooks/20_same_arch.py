@@ -5,7 +5,7 @@
 # student pairs of one architecture family, each distilled with KD, DKD and CKD, beside the
 # student trained alone (CE). Every method runs its
 # own published recipe: CKD 480 epochs with a cosine schedule, the baselines 240 epochs with
-# steps (`40_matched_budget` compares them at equal schedules). Pairs and recipes come from
+# steps (`40_matched_budget` compares them at equal optimizer steps). Pairs and recipes come from
 # `ckd_lib/resources/recipes.csv`. Students that share a teacher and a schedule train together,
 # on one teacher forward pass per batch. Finished runs are never recomputed.
 #
