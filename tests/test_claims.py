@@ -245,6 +245,9 @@ def test_unequal_steps_are_detected_and_never_called_matched(tmp_path, ckd_epoch
 
     html = delta_html(row, "CKD", "KD")
     assert "unequal budgets" in html and "ckd-pos" not in html
+    # the summary's line for C1 says it too, not only the claim's row
+    assert "C1 supported (at UNEQUAL budgets in optimizer steps)" in " ".join(
+        report.reproduction.results)
 
 
 def test_matched_runs_give_the_equal_budget_verdict(tmp_path):

@@ -81,6 +81,11 @@ class Comparison:
     def run_ids(self) -> list[str]:
         return list(dict.fromkeys(r for p in self.parts for r in p.run_ids))
 
+    @property
+    def unequal_budget(self) -> bool:
+        """Whether the sides trained different optimizer steps (said wherever it is shown)."""
+        return self.budget.startswith("UNEQUAL")
+
 
 @dataclass
 class Evidence:

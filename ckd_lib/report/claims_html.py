@@ -51,7 +51,7 @@ def comparison_html(c: Comparison) -> str:
     estimate, detail = statistic_parts(c)
     budget = ""
     if c.budget:
-        cls = "ckd-warn" if c.budget.startswith("UNEQUAL") else ""
+        cls = "ckd-warn" if c.unequal_budget else ""
         budget = f'<div class="ckd-s {cls}">{escape(c.budget)}</div>'
     return (f'<div class="ckd-cmp"><div><b>{escape(c.label)}</b></div>{budget}'
             f'<div>{num_html(estimate)} <span class="ckd-s">{escape(detail)}</span> '

@@ -147,7 +147,11 @@ def summarise(study: Study, tables: ReportTables, evidence: list[Evidence],
             "top-1 after the last epoch, the unbiased number. Tables show both; claims are "
             "judged on last.",
         ]
-    summary.results.append("; ".join(f"{e.claim.key} {e.verdict.verdict}" for e in evidence)
+    summary.results.append("; ".join(
+        f"{e.claim.key} {e.verdict.verdict}"
+        + (" (at UNEQUAL budgets in optimizer steps)" if any(c.unequal_budget
+                                                             for c in e.comparisons) else "")
+        for e in evidence)
                            + ". The claims table below gives each statistic, interval, seeds "
                            "and runs.")
     total = compute[-1] if compute else None
